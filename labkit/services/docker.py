@@ -1,0 +1,189 @@
+"""Services as containers, through testcontainers' own modules.
+
+Images default to the official ones (``postgres:16-alpine``…); LABKIT_<SERVICE>_IMAGE
+overrides them, for instance with the images `ci/images/build` makes where no
+registry is reachable. Ports are published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+
+from testcontainers.community.postgres import PostgresContainer
+from testcontainers.community.rabbitmq import RabbitMqContainer
+from testcontainers.community.redis import RedisContainer
+from testcontainers.core.container import DockerContainer
+
+from labkit.services.base import Endpoint, Owner, ServiceError, random_secret, random_username
+from labkit.services.ownership import sweep_containers
+
+LOOPBACK = "127.0.0.1"
+
+
+def docker_host() -> str:
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+@lru_cache(maxsize=1)
+def docker_client():
+    """A docker-py client whose engine answered a ping, or a ServiceError saying what to do."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except DockerException as exc:
+        raise ServiceError(
+            f"Docker engine not reachable at {docker_host()} ({exc.__class__.__name__}) — "
+            "start Docker, or set LABKIT_BACKEND=local (needs initdb, redis-server and "
+            "rabbitmq-server on PATH), or give URLs with LABKIT_POSTGRES_URL=postgresql://…"
+        ) from None
+    return client
+
+
+def engine_answers() -> bool:
+    try:
+        docker_client()
+    except ServiceError:
+        docker_client.cache_clear()
+        return False
+    return True
+
+
+def image_present(image: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        docker_client().images.get(image)
+    except ImageNotFound:
+        return False
+    return True
+
+
+class ContainerHandle:
+    """A started container: its endpoint, stop, and pause/resume for fault lessons."""
+
+    def __init__(self, container: DockerContainer, endpoint: Endpoint) -> None:
+        self.container = container
+        self.endpoint = endpoint
+
+    @property
+    def wrapped(self):
+        return self.container.get_wrapped_container()
+
+    def pause(self) -> None:
+        self.wrapped.pause()
+
+    def resume(self) -> None:
+        self.wrapped.unpause()
+
+    def stop(self) -> None:
+        self.container.stop()
+
+
+def _prepare(container: DockerContainer, port: int, owner: Owner, service: str) -> None:
+    """Label the container with its owner and publish `port` on loopback only."""
+    container.with_kwargs(labels={**owner.labels, "labkit.service": service})
+    container.ports[str(port)] = (LOOPBACK, None)
+
+
+def _start(container: DockerContainer, service: str) -> float:
+    client = docker_client()
+    sweep_containers(client)
+    _ensure_image(container.image)
+    began = time.perf_counter()
+    try:
+        container.start()
+    except Exception as exc:
+        try:
+            container.stop()
+        except Exception:  # the container may never have been created
+            pass
+        raise ServiceError(
+            f"{service} container from {container.image} did not become ready: {exc}. "
+            f"Look at `docker logs` of the container, or try LABKIT_BACKEND=local."
+        ) from exc
+    return time.perf_counter() - began
+
+
+def _ensure_image(image: str) -> None:
+    """Pull the image if missing, saying so: a pull can take minutes on venue Wi-Fi."""
+    from docker.errors import APIError
+
+    if image_present(image):
+        return
+    print(f"labkit: pulling {image} (first use; `labkit up` pre-pulls)…", flush=True)
+    try:
+        docker_client().images.pull(image)
+    except APIError as exc:
+        raise ServiceError(
+            f"image {image} is not on this machine and could not be pulled ({exc.explanation}). "
+            "Without a registry, build it with `bash ci/images/build` and point "
+            "LABKIT_<SERVICE>_IMAGE at it, or use LABKIT_BACKEND=local."
+        ) from None
+
+
+def start_postgres_container(image: str, owner: Owner) -> ContainerHandle:
+    username, password = random_username("labkit"), random_secret()
+    container = PostgresContainer(
+        image, username=username, password=password, dbname="labkit", driver="psycopg"
+    )
+    # Tests need no durability: turning it off makes commits ~10x cheaper.
+    container.with_command("postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    _prepare(container, 5432, owner, "postgres")
+    seconds = _start(container, "postgres")
+    port = int(container.get_exposed_port(5432))
+    endpoint = Endpoint(
+        service="postgres",
+        backend="docker",
+        url=f"postgresql+psycopg://{username}:{password}@{LOOPBACK}:{port}/labkit",
+        host=LOOPBACK,
+        port=port,
+        username=username,
+        password=password,
+        ready_seconds=seconds,
+        origin=image,
+    )
+    return ContainerHandle(container, endpoint)
+
+
+def start_redis_container(image: str, owner: Owner) -> ContainerHandle:
+    password = random_secret()
+    container = RedisContainer(image, password=password)
+    _prepare(container, 6379, owner, "redis")
+    seconds = _start(container, "redis")
+    port = int(container.get_exposed_port(6379))
+    endpoint = Endpoint(
+        service="redis",
+        backend="docker",
+        url=f"redis://:{password}@{LOOPBACK}:{port}/0",
+        host=LOOPBACK,
+        port=port,
+        password=password,
+        ready_seconds=seconds,
+        origin=image,
+    )
+    return ContainerHandle(container, endpoint)
+
+
+def start_rabbitmq_container(image: str, owner: Owner) -> ContainerHandle:
+    username, password = random_username("labkit"), random_secret()
+    container = RabbitMqContainer(image, username=username, password=password)
+    _prepare(container, 5672, owner, "rabbitmq")
+    seconds = _start(container, "rabbitmq")
+    port = int(container.get_exposed_port(5672))
+    endpoint = Endpoint(
+        service="rabbitmq",
+        backend="docker",
+        url=f"amqp://{username}:{password}@{LOOPBACK}:{port}/%2F",
+        host=LOOPBACK,
+        port=port,
+        username=username,
+        password=password,
+        ready_seconds=seconds,
+        origin=image,
+    )
+    return ContainerHandle(container, endpoint)

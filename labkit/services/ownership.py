@@ -1,0 +1,133 @@
+"""Who owns what labkit started, and sweeping what a dead owner left behind.
+
+Testcontainers' Ryuk reaper removes containers when their test process dies, but it
+cannot run everywhere (no registry to pull it from, rootless engines). labkit marks
+everything it starts with its owner's pid and start time instead: a container by
+labels, a local server by an environment variable and a state file. A start, or
+`labkit down`, removes whatever belongs to an owner that is no longer alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from labkit.services.base import Owner
+
+INSTANCE_ENV = "LABKIT_INSTANCE"
+
+
+def state_dir() -> Path:
+    """Where local instances are recorded (LABKIT_STATE_DIR, else ~/.cache/labkit)."""
+    base = os.environ.get("LABKIT_STATE_DIR") or Path.home() / ".cache" / "labkit"
+    path = Path(base) / "instances"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def current_owner() -> Owner:
+    me = psutil.Process()
+    return Owner(pid=me.pid, started=me.create_time(), instance=uuid.uuid4().hex[:12])
+
+
+def owner_alive(pid: int, started: float) -> bool:
+    """True if `pid` still runs and is the same process (pids get reused)."""
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 0.01
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+@dataclass
+class LocalRecord:
+    """A local server's state file: enough to find and remove it after a crash."""
+
+    service: str
+    instance: str
+    owner_pid: int
+    owner_started: float
+    workdir: str
+    url: str
+
+    @property
+    def path(self) -> Path:
+        return state_dir() / f"{self.service}-{self.instance}.json"
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(asdict(self), indent=2))
+
+    def forget(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    @property
+    def orphaned(self) -> bool:
+        return not owner_alive(self.owner_pid, self.owner_started)
+
+
+def local_records() -> Iterator[LocalRecord]:
+    for path in sorted(state_dir().glob("*.json")):
+        try:
+            yield LocalRecord(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            path.unlink(missing_ok=True)
+
+
+def processes_of(instance: str) -> list[psutil.Process]:
+    """Every process carrying LABKIT_INSTANCE=<instance> in its environment."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(INSTANCE_ENV) == instance:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def kill_instance(record: LocalRecord) -> int:
+    """Kill a local instance's processes and delete its files. Returns processes killed."""
+    procs = processes_of(record.instance)
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGCONT)  # a paused server must wake to die
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+    shutil.rmtree(record.workdir, ignore_errors=True)
+    record.forget()
+    return len(procs)
+
+
+def sweep_local(everything: bool = False) -> list[LocalRecord]:
+    """Remove local instances whose owner died (or all of them with everything=True)."""
+    swept = []
+    for record in local_records():
+        if everything or record.orphaned:
+            kill_instance(record)
+            swept.append(record)
+    return swept
+
+
+def sweep_containers(client, everything: bool = False) -> list[str]:
+    """Remove labkit containers whose owner died (or all of them). Returns their names."""
+    swept = []
+    for container in client.containers.list(all=True, filters={"label": "labkit=true"}):
+        labels = container.labels
+        try:
+            pid = int(labels["labkit.owner.pid"])
+            started = float(labels["labkit.owner.started"])
+        except (KeyError, ValueError):
+            pid, started = -1, 0.0
+        if everything or not owner_alive(pid, started):
+            container.remove(force=True, v=True)
+            swept.append(f"{labels.get('labkit.service', '?')}:{container.short_id}")
+    return swept
