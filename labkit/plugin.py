@@ -1,0 +1,177 @@
+"""labkit's pytest plugin: live-service fixtures, the same in tests/ and %%ipytest cells.
+
+Registered by a ``pytest11`` entry point, so installing labkit is enough.
+
+Services live per *process*, not per pytest session: each ``%%ipytest`` cell is a new
+session, and restarting a container every cell would cost seconds. Isolation between
+tests is cheap instead: a SAVEPOINT rolled back for SQL, a flushed database for Redis,
+queues deleted after each test for RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+
+import pika
+import pytest
+import redis as redis_lib
+from pika.adapters.blocking_connection import BlockingChannel
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session
+
+from labkit import services
+from labkit.services import Endpoint
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("labkit")
+    group.addoption(
+        "--labkit-backend",
+        choices=["auto", "docker", "local", "external"],
+        help="where live services come from (default: LABKIT_BACKEND or auto)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # testcontainers warns about its own internals; learners can do nothing about it.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:testcontainers.*")
+    backend = config.getoption("--labkit-backend", default=None)
+    if backend:
+        os.environ["LABKIT_BACKEND"] = backend
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    chosen = []
+    for name in ("postgres", "redis", "rabbitmq"):
+        try:
+            backend, reason = services.backend_for(name)
+        except services.ServiceError:
+            backend, reason = "unavailable", "see `labkit doctor`"
+        chosen.append(f"{name}={backend} ({reason})")
+    return "labkit services: " + ", ".join(chosen)
+
+
+# -- endpoints: started once per process --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Endpoint:
+    """The PostgreSQL endpoint (started on first use, reused for the whole process)."""
+    return services.get("postgres")
+
+
+@pytest.fixture(scope="session")
+def redis() -> Endpoint:
+    """The Redis endpoint (started on first use, reused for the whole process)."""
+    return services.get("redis")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Endpoint:
+    """The RabbitMQ endpoint (started on first use, reused for the whole process)."""
+    return services.get("rabbitmq")
+
+
+# -- SQL ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def engine_for(url: str) -> Engine:
+    """One engine (and connection pool) per database URL for the process."""
+    return create_engine(url, pool_pre_ping=True)
+
+
+@pytest.fixture(scope="session")
+def db_engine(postgres: Endpoint) -> Engine:
+    """A SQLAlchemy engine on the live PostgreSQL, shared by the process."""
+    return engine_for(postgres.url)
+
+
+@pytest.fixture
+def db_session(db_engine: Engine) -> Iterator[Session]:
+    """A session whose every write is rolled back after the test.
+
+    The SQLAlchemy 2.0 recipe: the test runs inside an outer transaction on one
+    connection; the session's own commit() and rollback() work on SAVEPOINTs inside it
+    (``join_transaction_mode="create_savepoint"``), so code under test may commit
+    freely and still nothing reaches the next test.
+    """
+    with db_engine.connect() as connection:
+        outer = connection.begin()
+        session = Session(bind=connection, join_transaction_mode="create_savepoint")
+        try:
+            yield session
+        finally:
+            session.close()
+            outer.rollback()
+
+
+# -- Redis --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_client(redis: Endpoint) -> Iterator[redis_lib.Redis]:
+    """A client on an emptied Redis database: nothing one test caches is seen by the next.
+
+    The database in the endpoint URL is flushed before and after the test, so point an
+    external LABKIT_REDIS_URL at a database index you can spare.
+    """
+    client = redis_lib.Redis.from_url(redis.url, decode_responses=True)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
+
+
+# -- RabbitMQ -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def amqp_connection(rabbitmq: Endpoint) -> Iterator[pika.BlockingConnection]:
+    """A fresh AMQP connection for the test (pika's BlockingConnection is not shareable)."""
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq.url))
+    try:
+        yield connection
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+@pytest.fixture
+def amqp_channel(amqp_connection: pika.BlockingConnection) -> BlockingChannel:
+    """A channel on the test's own connection. Declare queues with `amqp_queue`."""
+    return amqp_connection.channel()
+
+
+@pytest.fixture
+def amqp_queue(amqp_connection: pika.BlockingConnection) -> Iterator[Callable[..., str]]:
+    """Declare queues for this test: empty at the start, deleted after.
+
+    ``amqp_queue()`` makes a uniquely named queue; ``amqp_queue("email-queue")`` takes a
+    fixed name that the code under test uses (it is purged first).
+    """
+    channel = amqp_connection.channel()
+    declared: list[str] = []
+
+    def declare(name: str | None = None, **arguments) -> str:
+        queue = name or f"test-{uuid.uuid4().hex[:10]}"
+        channel.queue_declare(queue=queue, durable=arguments.pop("durable", True), **arguments)
+        channel.queue_purge(queue)
+        declared.append(queue)
+        return queue
+
+    yield declare
+    cleanup = amqp_connection.channel() if not channel.is_open else channel
+    for queue in declared:
+        cleanup.queue_delete(queue)
+
+
+@pytest.fixture
+def unique_id(request: pytest.FixtureRequest) -> str:
+    """A short id unique to this test run, for names that must not collide."""
+    return f"{request.node.name[:20]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
