@@ -36,8 +36,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # testcontainers warns about its own internals; learners can do nothing about it.
-    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:testcontainers.*")
     backend = config.getoption("--labkit-backend", default=None)
     if backend:
         os.environ["LABKIT_BACKEND"] = backend

@@ -11,10 +11,15 @@ import os
 import time
 from functools import lru_cache
 
-from testcontainers.community.postgres import PostgresContainer
-from testcontainers.community.rabbitmq import RabbitMqContainer
-from testcontainers.community.redis import RedisContainer
-from testcontainers.core.container import DockerContainer
+import warnings
+
+with warnings.catch_warnings():
+    # testcontainers deprecates its own decorators internally; nothing a learner can act on.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from testcontainers.community.postgres import PostgresContainer
+    from testcontainers.community.rabbitmq import RabbitMqContainer
+    from testcontainers.community.redis import RedisContainer
+    from testcontainers.core.container import DockerContainer
 
 from labkit.services.base import Endpoint, Owner, ServiceError, random_secret, random_username
 from labkit.services.ownership import sweep_containers

@@ -1,0 +1,71 @@
+"""A notebook whose test fails must fail nbmake: the guarantee CI's green rests on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+SETUP = "import labkit.notebook\nlabkit.notebook.setup()"
+
+EXERCISE = [
+    "def double(x):\n    raise NotImplementedError",
+    "%%solution double\ndef double(x):\n    # BEGIN SOLUTION\n    return {body}\n    # END SOLUTION",
+    "%%check double\ndef test_double():\n    assert double(21) == 42",
+]
+
+
+def run_nbmake(tmp_path: Path, *cells: str, solutions: str = "run") -> subprocess.CompletedProcess:
+    nb = new_notebook(cells=[new_code_cell(SETUP), *(new_code_cell(c) for c in cells)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "lesson.ipynb"
+    nbformat.write(nb, path)
+    env = {**os.environ, "LABKIT_SOLUTIONS": solutions}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", str(path)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
+    )
+
+
+def test_passing_ipytest_cell_passes(tmp_path):
+    result = run_nbmake(tmp_path, "%%ipytest\ndef test_ok():\n    assert 1 + 1 == 2")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_failing_ipytest_cell_fails_nbmake(tmp_path):
+    result = run_nbmake(tmp_path, "%%ipytest\ndef test_broken():\n    assert 1 + 1 == 3")
+    assert result.returncode != 0
+    assert "test_broken" in result.stdout
+
+
+def test_correct_solution_passes_its_check(tmp_path):
+    cells = [c.format(body="2 * x") for c in EXERCISE]
+    result = run_nbmake(tmp_path, *cells)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_broken_solution_fails_its_check_and_nbmake(tmp_path):
+    cells = [c.format(body="2 + x") for c in EXERCISE]
+    result = run_nbmake(tmp_path, *cells)
+    assert result.returncode != 0
+    assert "not solved yet" in result.stdout
+
+
+def test_untouched_stub_is_reported_not_attempted_for_learners(tmp_path):
+    cells = [c.format(body="2 * x") for c in EXERCISE]
+    cells.append("print('the lesson goes on')")
+    result = run_nbmake(tmp_path, *cells, solutions="hide")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_stub_is_made_from_the_solution():
+    from labkit.exercises import make_stub
+
+    solution = EXERCISE[1].format(body="2 * x").split("\n", 1)[1]
+    assert make_stub(solution) == (
+        'def double(x):\n    raise NotImplementedError("your code here")\n'
+    )
