@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 from mirakuru import TCPExecutor
 from mirakuru.exceptions import ProcessExitedWithError, TimeoutExpired
 
@@ -197,6 +198,10 @@ def _launch(
             f"local {service} did not become ready within {timeout}s ({exc.__class__.__name__}).\n"
             f"{logs}\nCheck the binary works (`{command[0]} --version`), or use another backend."
         ) from None
+    # mirakuru starts the server in a new session: its pid is the process group to sweep.
+    record.group = executor.process.pid
+    record.group_started = psutil.Process(record.group).create_time()
+    record.save()
     return executor, record, time.perf_counter() - began
 
 

@@ -56,6 +56,8 @@ class LocalRecord:
     owner_started: float
     workdir: str
     url: str
+    group: int = 0
+    group_started: float = 0.0
 
     @property
     def path(self) -> Path:
@@ -80,21 +82,28 @@ def local_records() -> Iterator[LocalRecord]:
             path.unlink(missing_ok=True)
 
 
-def processes_of(instance: str) -> list[psutil.Process]:
-    """Every process carrying LABKIT_INSTANCE=<instance> in its environment."""
+def processes_of(record: LocalRecord) -> list[psutil.Process]:
+    """The instance's processes: its process group, and any carrying its LABKIT_INSTANCE.
+
+    Both marks are needed: a server may leave the group (Erlang's epmd daemonizes), and
+    redis-server overwrites its own environment when it sets its process title.
+    """
+    group_alive = record.group and owner_alive(record.group, record.group_started)
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.environ().get(INSTANCE_ENV) == instance:
+            if group_alive and os.getpgid(proc.pid) == record.group:
                 found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            elif proc.environ().get(INSTANCE_ENV) == record.instance:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError):
             continue
     return found
 
 
 def kill_instance(record: LocalRecord) -> int:
     """Kill a local instance's processes and delete its files. Returns processes killed."""
-    procs = processes_of(record.instance)
+    procs = processes_of(record)
     for proc in procs:
         try:
             proc.send_signal(signal.SIGCONT)  # a paused server must wake to die
