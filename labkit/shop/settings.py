@@ -1,0 +1,83 @@
+"""The shop's configuration: every host, secret and timeout comes from here.
+
+Values come from keyword arguments, else ``LABKIT_SHOP_*`` environment variables
+(``LABKIT_SHOP_DATABASE_URL``, ``LABKIT_SHOP_JWT_SECRET``, …). A lesson or test never
+writes a host by hand: `settings_from_services()` asks `labkit.services` for the live
+endpoints and fills the rest with safe defaults.
+"""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PasswordProfile = Literal["owasp", "fast"]
+
+
+class ShopSettings(BaseSettings):
+    """Everything `create_app` needs to reach its dependencies."""
+
+    model_config = SettingsConfigDict(env_prefix="LABKIT_SHOP_", extra="forbid")
+
+    # -- live dependencies -------------------------------------------------------
+    database_url: str = Field(description="SQLAlchemy URL, postgresql+psycopg://…")
+    redis_url: str = Field(description="redis://…")
+    amqp_url: str = Field(description="amqp://… (RabbitMQ)")
+    inventory_url: str = Field(
+        "http://127.0.0.1:8101", description="base URL of the inventory service"
+    )
+    payment_url: str = Field("http://127.0.0.1:8102", description="base URL of the payment service")
+
+    # -- database timeouts -------------------------------------------------------
+    # A frozen server makes clients hang, so every wait is bounded: connects by
+    # connect_timeout, statements by the server's statement_timeout, and any single
+    # wait on the socket by db_io_timeout (which also covers a server that answers
+    # nothing at all, where statement_timeout cannot fire).
+    db_connect_timeout: int = Field(2, ge=2, description="seconds; libpq's minimum is 2")
+    db_statement_timeout: float = Field(2.0, gt=0, description="seconds, enforced by the server")
+    db_io_timeout: float = Field(3.0, gt=0, description="seconds, enforced by the client")
+    db_pool_size: int = Field(5, ge=1)
+    db_pool_timeout: float = Field(2.0, gt=0, description="seconds to wait for a free connection")
+
+    # -- other clients -----------------------------------------------------------
+    redis_timeout: float = Field(1.0, gt=0, description="seconds for Redis connect and reads")
+    amqp_timeout: float = Field(2.0, gt=0, description="seconds for RabbitMQ connect and publish")
+    downstream_timeout: float = Field(3.0, gt=0, description="seconds per inventory/payment call")
+
+    # -- security ----------------------------------------------------------------
+    jwt_secret: SecretStr = Field(
+        default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
+        description="HS256 signing key; a random one per process unless given",
+    )
+    jwt_ttl_seconds: int = Field(900, gt=0)
+    # "fast" exists for test suites only: OWASP parameters cost ~50 ms per hash.
+    password_hash_profile: PasswordProfile = "owasp"
+
+    # -- cache and queues --------------------------------------------------------
+    user_cache_ttl_seconds: int = Field(3600, gt=0)
+    profile_cache_ttl_seconds: int = Field(60, gt=0)
+    email_queue: str = "email-queue"
+    notifications_queue: str = "notifications"
+    order_events_exchange: str = "order-events"
+
+    # -- orders ------------------------------------------------------------------
+    max_order_total: Decimal = Field(Decimal("1000000.00"), gt=0)
+
+
+def settings_from_services(**overrides: Any) -> ShopSettings:
+    """Settings pointing at the live services of this process (started if needed).
+
+    >>> settings = settings_from_services(password_hash_profile="fast")
+    """
+    from labkit import services
+
+    found: dict[str, Any] = {
+        "database_url": services.get("postgres").url,
+        "redis_url": services.get("redis").url,
+        "amqp_url": services.get("rabbitmq").url,
+    }
+    return ShopSettings(**{**found, **overrides})
