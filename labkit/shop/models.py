@@ -18,7 +18,7 @@ import enum
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -50,7 +50,7 @@ def _now_column() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
 
-followers = Table(
+followers_table = Table(
     "followers",
     Base.metadata,
     Column("follower_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
@@ -88,22 +88,22 @@ class User(Base):
         back_populates="author", cascade="all, delete-orphan", passive_deletes=True
     )
     followers: Mapped[list[User]] = relationship(
-        secondary=followers,
-        primaryjoin=lambda: User.id == followers.c.followed_id,
-        secondaryjoin=lambda: User.id == followers.c.follower_id,
+        secondary=followers_table,
+        primaryjoin=lambda: User.id == followers_table.c.followed_id,
+        secondaryjoin=lambda: User.id == followers_table.c.follower_id,
         back_populates="following",
         passive_deletes=True,
     )
     following: Mapped[list[User]] = relationship(
-        secondary=followers,
-        primaryjoin=lambda: User.id == followers.c.follower_id,
-        secondaryjoin=lambda: User.id == followers.c.followed_id,
+        secondary=followers_table,
+        primaryjoin=lambda: User.id == followers_table.c.follower_id,
+        secondaryjoin=lambda: User.id == followers_table.c.followed_id,
         back_populates="followers",
         passive_deletes=True,
     )
     orders: Mapped[list[Order]] = relationship(back_populates="user", passive_deletes="all")
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
 
     def __repr__(self) -> str:
         return f"User(id={self.id}, email={self.email!r})"
@@ -202,7 +202,7 @@ class Order(Base):
         order_by="OrderItem.id",
     )
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
 
     def __repr__(self) -> str:
         return f"Order(id={self.id}, status={self.status}, total={self.total_amount})"
