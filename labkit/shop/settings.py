@@ -9,7 +9,6 @@ endpoints and fills the rest with safe defaults.
 from __future__ import annotations
 
 import secrets
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
@@ -63,9 +62,6 @@ class ShopSettings(BaseSettings):
     email_queue: str = "email-queue"
     notifications_queue: str = "notifications"
     order_events_exchange: str = "order-events"
-
-    # -- orders ------------------------------------------------------------------
-    max_order_total: Decimal = Field(Decimal("1000000.00"), gt=0)
 
 
 def settings_from_services(**overrides: Any) -> ShopSettings:

@@ -1,0 +1,53 @@
+"""The shop's live dependencies, built once per app from its settings.
+
+`create_app` keeps one `Shop` on ``app.state.shop``; handlers get it through FastAPI
+dependencies, so a test can build an app against any endpoints it likes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from labkit.shop import cache as cache_module
+from labkit.shop.cache import Cache
+from labkit.shop.db import create_engine_for, session_factory
+from labkit.shop.messaging import AmqpPublisher
+from labkit.shop.orders import Downstream
+from labkit.shop.settings import ShopSettings
+
+
+@dataclass
+class Shop:
+    settings: ShopSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    cache: Cache
+    publisher: AmqpPublisher
+    downstream: Downstream
+
+    @classmethod
+    def from_settings(cls, settings: ShopSettings) -> Shop:
+        # Nothing here connects yet: engines, Redis clients and the publisher all
+        # connect on first use, so building an app never fails on a down dependency.
+        engine = create_engine_for(settings)
+        client = cache_module.connect(settings)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            redis=client,
+            cache=Cache(client, settings),
+            publisher=AmqpPublisher(settings),
+            downstream=Downstream(settings),
+        )
+
+    def close(self) -> None:
+        self.downstream.close()
+        self.publisher.close()
+        self.redis.close()
+        self.engine.dispose()

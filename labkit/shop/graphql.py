@@ -1,0 +1,269 @@
+"""The GraphQL API (strawberry), mounted at ``/graphql``.
+
+    query { user(id: "…") { id name posts { id title comments { id content author { name } } }
+                             followers { id name } } }
+    mutation { createPost(input: {title: "…", content: "…", authorId: "…", tags: ["…"]})
+               { id title author { id name } createdAt } }
+    query { search(query: "…") { id type title } }
+
+Resolvers load whole object graphs eagerly (`load_user_graph`: one query per level,
+never one per row) in a worker thread, and return plain strawberry objects, so no
+lazy load — and no blocking call — ever happens on the event loop.
+
+createPost needs a bearer token, and only for its own authorId: posting as someone
+else is refused (object-level authorization). A user's email is shown to themself only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+import strawberry
+from fastapi import Request
+from graphql import GraphQLError
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from strawberry.extensions import QueryDepthLimiter
+from strawberry.fastapi import BaseContext, GraphQLRouter
+
+from labkit.shop import models
+from labkit.shop.container import Shop
+from labkit.shop.errors import is_unavailable
+from labkit.shop.messaging import publish_now
+from labkit.shop.posts import create_post, load_user_graph
+from labkit.shop.schemas import Content, Tag, Title
+from labkit.shop.search import search_posts
+from labkit.shop.security import TokenError, read_token
+
+T = TypeVar("T")
+
+
+@strawberry.type
+class Author:
+    id: strawberry.ID
+    name: str
+
+
+@strawberry.type
+class Comment:
+    id: strawberry.ID
+    content: str
+    created_at: datetime
+    author: Author
+
+
+@strawberry.type
+class Post:
+    id: strawberry.ID
+    title: str
+    content: str
+    tags: list[str]
+    created_at: datetime
+    author: Author
+    comments: list[Comment]
+
+
+@strawberry.type
+class User:
+    id: strawberry.ID
+    name: str
+    email: str | None = strawberry.field(description="only visible to the user themself")
+    posts: list[Post]
+    followers: list[Author]
+
+
+@strawberry.type
+class SearchHit:
+    id: strawberry.ID
+    type: str
+    title: str
+    rank: float
+
+
+@strawberry.input
+class CreatePostInput:
+    title: str
+    content: str
+    author_id: strawberry.ID
+    tags: list[str] = strawberry.field(default_factory=list)
+
+
+class _PostFields(BaseModel):
+    """The same bounds as the REST API, so GraphQL cannot store what REST refuses."""
+
+    title: Title  # type: ignore[valid-type]
+    content: Content  # type: ignore[valid-type]
+    tags: list[Tag] = Field(default_factory=list, max_length=10)  # type: ignore[valid-type]
+
+
+def _author(user: models.User) -> Author:
+    return Author(id=strawberry.ID(str(user.id)), name=user.name)
+
+
+def _post(post: models.Post, author: models.User) -> Post:
+    return Post(
+        id=strawberry.ID(str(post.id)),
+        title=post.title,
+        content=post.content,
+        tags=list(post.tags),
+        created_at=post.created_at,
+        author=_author(author),
+        comments=[
+            Comment(
+                id=strawberry.ID(str(c.id)),
+                content=c.content,
+                created_at=c.created_at,
+                author=_author(c.author),
+            )
+            for c in post.comments
+        ],
+    )
+
+
+def _uuid(value: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise GraphQLError(
+            f"{field} must be a UUID, got {value!r}", extensions={"code": "BAD_USER_INPUT"}
+        ) from None
+
+
+class Context(BaseContext):
+    """What every resolver gets: the app's dependencies and who is asking (if anyone)."""
+
+    def __init__(self, shop: Shop, viewer: uuid.UUID | None) -> None:
+        super().__init__()
+        self.shop = shop
+        self.viewer = viewer
+
+
+async def _context(request: Request) -> Context:
+    shop: Shop = request.app.state.shop
+    viewer = None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        try:
+            viewer = read_token(shop.settings, token)
+        except TokenError as exc:
+            raise GraphQLError(str(exc), extensions={"code": "UNAUTHENTICATED"}) from None
+    return Context(shop, viewer)
+
+
+async def _in_thread(work: Callable[[], T]) -> T:
+    """Run blocking database work off the event loop, with outages as a clean error."""
+    try:
+        return await run_in_threadpool(work)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise GraphQLError(
+                "Service temporarily unavailable", extensions={"code": "UNAVAILABLE"}
+            ) from None
+        raise
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def user(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> User | None:
+        user_id = _uuid(id, "id")
+        context = info.context
+
+        def load() -> User | None:
+            with context.shop.sessions() as session:
+                user = load_user_graph(session, user_id)
+                if user is None:
+                    return None
+                return User(
+                    id=strawberry.ID(str(user.id)),
+                    name=user.name,
+                    email=user.email if context.viewer == user.id else None,
+                    posts=[_post(p, user) for p in user.posts],
+                    followers=[_author(f) for f in user.followers],
+                )
+
+        return await _in_thread(load)
+
+    @strawberry.field
+    async def search(
+        self, info: strawberry.Info[Context, None], query: str, limit: int = 20
+    ) -> list[SearchHit]:
+        if not 1 <= len(query.strip()) <= 200 or "\x00" in query:
+            raise GraphQLError(
+                "query must be 1 to 200 characters", extensions={"code": "BAD_USER_INPUT"}
+            )
+        limit = max(1, min(limit, 100))
+
+        def find() -> list[SearchHit]:
+            with info.context.shop.sessions() as session:
+                hits = search_posts(session, query, limit)
+            return [
+                SearchHit(id=strawberry.ID(str(h.id)), type=h.type, title=h.title, rank=h.rank)
+                for h in hits
+            ]
+
+        return await _in_thread(find)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_post(
+        self, info: strawberry.Info[Context, None], input: CreatePostInput
+    ) -> Post:
+        context = info.context
+        author_id = _uuid(input.author_id, "authorId")
+        if context.viewer is None:
+            raise GraphQLError(
+                "createPost needs a bearer token: log in at POST /api/tokens",
+                extensions={"code": "UNAUTHENTICATED"},
+            )
+        if context.viewer != author_id:
+            raise GraphQLError("you may only post as yourself", extensions={"code": "FORBIDDEN"})
+        try:
+            fields = _PostFields(title=input.title, content=input.content, tags=input.tags)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise GraphQLError(
+                f"invalid post: {problems}", extensions={"code": "BAD_USER_INPUT"}
+            ) from None
+        shop = context.shop
+
+        def write() -> Post:
+            with shop.sessions() as session:
+                author = session.get(models.User, author_id)
+                if author is None:
+                    raise GraphQLError("author not found", extensions={"code": "NOT_FOUND"})
+                post, notification = create_post(
+                    session,
+                    shop.settings,
+                    author_id=author_id,
+                    title=fields.title,
+                    content=fields.content,
+                    tags=fields.tags,
+                )
+                session.commit()
+                session.refresh(post, ["created_at"])
+                result = _post(post, author)
+            shop.cache.forget_profiles(author_id)
+            publish_now(shop.sessions, shop.publisher, notification.id)
+            return result
+
+        return await _in_thread(write)
+
+
+schema = strawberry.Schema(
+    query=Query,
+    mutation=Mutation,
+    # A deeply nested query is an easy denial of service; real clients need a few levels.
+    extensions=[QueryDepthLimiter(max_depth=8)],
+)
+
+
+def graphql_router() -> GraphQLRouter[Context, None]:
+    return GraphQLRouter(schema, context_getter=_context)
