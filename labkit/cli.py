@@ -86,7 +86,7 @@ def doctor_checks() -> list[Check]:
         checks.append(Check("free ports on 127.0.0.1", False, str(exc), "free some ports"))
     for name in services.specs():
         try:
-            backend, reason = services.backend_for(name)
+            backend, reason = services.check(name)
             checks.append(Check(f"service {name}", True, f"{backend} ({reason})"))
         except services.ServiceError as exc:
             checks.append(Check(f"service {name}", False, "no backend", str(exc)))

@@ -34,7 +34,7 @@ def report() -> str:
     parts = []
     for name in SERVICES:
         try:
-            backend, reason = services.backend_for(name)
+            backend, reason = services.check(name)
             parts.append(f"{name} → {backend} ({reason})")
         except services.ServiceError as exc:
             parts.append(f"{name} → unavailable: {exc}")

@@ -45,7 +45,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     chosen = []
     for name in ("postgres", "redis", "rabbitmq"):
         try:
-            backend, reason = services.backend_for(name)
+            backend, reason = services.check(name)
         except services.ServiceError:
             backend, reason = "unavailable", "see `labkit doctor`"
         chosen.append(f"{name}={backend} ({reason})")

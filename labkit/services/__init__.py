@@ -39,6 +39,7 @@ __all__ = [
     "ServiceError",
     "ServiceSpec",
     "backend_for",
+    "check",
     "get",
     "handle",
     "paused",
@@ -98,6 +99,33 @@ def backend_for(name: str) -> tuple[str, str]:
         f"{', '.join(spec.local_binaries) or 'its server'} for LABKIT_BACKEND=local. "
         "`labkit doctor` shows what is missing."
     )
+
+
+def check(name: str) -> tuple[str, str]:
+    """Like `backend_for`, but also verify that backend can serve now (doctor, setup()).
+
+    Raises ServiceError with the fix when, say, LABKIT_BACKEND=docker but no engine answers.
+    """
+    spec = _spec(name)
+    backend, reason = backend_for(name)
+    if backend == "docker":
+        if spec.start_docker is None:
+            raise ServiceError(f"{name} has no docker backend: set {spec.backend_env}=local")
+        _docker.docker_client()
+    elif backend == "local":
+        missing = [b for b in spec.local_binaries if not _binary_found(b)]
+        if missing or spec.start_local is None:
+            raise ServiceError(
+                f"LABKIT_BACKEND=local but {name}'s server is not installed "
+                f"({', '.join(missing) or 'no local backend'} not found): install it, or use docker"
+            )
+    elif backend == "external":
+        url = os.environ.get(spec.url_env) or up_urls().get(name)
+        if not url:
+            raise ServiceError(f"LABKIT_BACKEND=external needs {spec.url_env}, e.g. "
+                               f"{spec.url_env}={endpoint_example(name)}")
+        spec.from_url(url)
+    return backend, reason
 
 
 def _binary_found(name: str) -> bool:
