@@ -261,7 +261,7 @@ schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
     # A deeply nested query is an easy denial of service; real clients need a few levels.
-    extensions=[QueryDepthLimiter(max_depth=8)],
+    extensions=[lambda: QueryDepthLimiter(max_depth=8)],
 )
 
 

@@ -287,7 +287,3 @@ class AnalyticsCounter(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
-
-
-ALL_TABLES: tuple[str, ...] = tuple(Base.metadata.tables)
-"""Every shop table name, for cleanups that must empty them all."""

@@ -1,0 +1,132 @@
+"""pytest fixtures for the shop, on top of labkit's service fixtures.
+
+Load them as a plugin (``-p labkit.shop.pytest_fixtures``, a pytest11 entry point, or
+``pytest_plugins`` in a root conftest) and use them in tests or ``%%ipytest`` cells:
+
+    def test_sign_up(shop_client, shop_session, amqp_channel, amqp_queue):
+        queue = amqp_queue("email-queue")
+        response = shop_client.post("/api/users", json={...})
+        ...
+
+shop_settings    ShopSettings on the live services, cheap password hashing, short timeouts
+shop_downstream  fake inventory + payment over real HTTP, reset for each test
+shop_app         the FastAPI app (one per process; its schema migrated)
+shop_client      a TestClient on a clean shop: empty tables, empty Redis, reset fakes
+shop_session     a Session on the shop's database, for arranging data and checking rows
+make_shop_app    factory for an app with other settings: make_shop_app(amqp_url=…)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.orm import Session
+
+from labkit.services import Endpoint
+from labkit.shop.api import create_app
+from labkit.shop.fakes import FakeDownstream
+from labkit.shop.settings import ShopSettings
+from labkit.shop.testing import client_for, migrate_once, reset_shop_data
+
+__all__ = [
+    "make_shop_app",
+    "shop_app",
+    "shop_clean",
+    "shop_client",
+    "shop_downstream",
+    "shop_fakes_server",
+    "shop_session",
+    "shop_settings",
+]
+
+# Short enough that outage tests take seconds, long enough for a loaded CI machine.
+TEST_TIMEOUTS: dict[str, Any] = {
+    "db_connect_timeout": 2,
+    "db_statement_timeout": 2.0,
+    "db_io_timeout": 1.5,
+    "db_pool_timeout": 2.0,
+    "downstream_timeout": 1.0,
+    "redis_timeout": 1.0,
+    "amqp_timeout": 2.0,
+}
+
+
+@pytest.fixture(scope="session")
+def shop_fakes_server() -> Iterator[FakeDownstream]:
+    """The fakes' servers, started once per session (use `shop_downstream` in tests)."""
+    with FakeDownstream() as fakes:
+        yield fakes
+
+
+@pytest.fixture
+def shop_downstream(shop_fakes_server: FakeDownstream) -> FakeDownstream:
+    """The fake inventory and payment services the shop calls, with fresh state."""
+    shop_fakes_server.reset()
+    return shop_fakes_server
+
+
+@pytest.fixture(scope="session")
+def shop_settings(
+    postgres: Endpoint, redis: Endpoint, rabbitmq: Endpoint, shop_fakes_server: FakeDownstream
+) -> ShopSettings:
+    """Settings on the live services and the fakes, with test-sized costs and timeouts."""
+    return ShopSettings(
+        database_url=postgres.url,
+        redis_url=redis.url,
+        amqp_url=rabbitmq.url,
+        password_hash_profile="fast",
+        **shop_fakes_server.settings(),
+        **TEST_TIMEOUTS,
+    )
+
+
+@pytest.fixture(scope="session")
+def make_shop_app(shop_settings: ShopSettings) -> Iterator[Callable[..., FastAPI]]:
+    """Build shop apps with settings overridden, closed at the end of the session."""
+    built: list[FastAPI] = []
+
+    def make(**overrides: Any) -> FastAPI:
+        migrate_once(shop_settings.database_url)
+        app = create_app(shop_settings.model_copy(update=overrides))
+        built.append(app)
+        return app
+
+    yield make
+    for app in built:
+        app.state.shop.close()
+
+
+@pytest.fixture(scope="session")
+def shop_app(make_shop_app: Callable[..., FastAPI]) -> FastAPI:
+    """The shop app on the live services (built once; its schema migrated)."""
+    return make_shop_app()
+
+
+@pytest.fixture
+def shop_clean(shop_app: FastAPI, shop_downstream: FakeDownstream) -> None:
+    """Empty shop tables and Redis database, fakes reset: a test starts from nothing."""
+    shop = shop_app.state.shop
+    reset_shop_data(shop.engine)
+    shop.redis.flushdb()
+
+
+@pytest.fixture
+def shop_client(shop_app: FastAPI, shop_clean: None) -> Iterator[Any]:
+    """A TestClient on the shop, which starts with no data, no cache, fresh fakes."""
+    client = client_for(shop_app)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def shop_session(shop_app: FastAPI, shop_clean: None) -> Iterator[Session]:
+    """A session on the shop's database (clean at the start of the test).
+
+    The app commits through its own connections: call ``shop_session.expire_all()``
+    before re-reading an object this session has already loaded.
+    """
+    with shop_app.state.shop.sessions() as session:
+        yield session

@@ -1,0 +1,226 @@
+"""Helpers for testing the shop, in tests/ and in lesson notebooks.
+
+    >>> from labkit.shop.testing import add_user, auth_header, queued_json, database_outage
+
+Test data goes straight into PostgreSQL (`add_user`, `add_post`, `add_comment`,
+`add_follow`); the API under test then reads it. `reset_shop_data` empties every shop
+table between tests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+import psycopg
+from pika.adapters.blocking_connection import BlockingChannel
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from labkit.shop.db import upgrade
+from labkit.shop.models import Base, Comment, Post, User, followers_table
+from labkit.shop.security import issue_token, password_hasher
+from labkit.shop.settings import ShopSettings
+
+DEFAULT_PASSWORD = "SecurePass123!"
+
+
+# -- schema and cleanup ------------------------------------------------------------------
+
+
+@cache
+def migrate_once(database_url: str) -> None:
+    """Migrate the shop schema, once per database URL for this process."""
+    upgrade(database_url)
+
+
+def reset_shop_data(engine: Engine) -> None:
+    """Empty every shop table (not the schema): a clean slate for the next test.
+
+    DELETE, children before parents: with a handful of rows it is as quick as TRUNCATE
+    and, unlike TRUNCATE, takes no lock that waits for other open transactions.
+    """
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def add_user(
+    session: Session,
+    *,
+    email: str | None = None,
+    name: str = "Test User",
+    password: str = DEFAULT_PASSWORD,
+    commit: bool = True,
+) -> User:
+    """A user with a (cheaply) hashed password, committed unless told otherwise."""
+    user = User(
+        id=uuid.uuid4(),
+        email=email or f"user-{uuid.uuid4().hex[:10]}@example.com",
+        name=name,
+        password_hash=password_hasher("fast").hash(password),
+    )
+    session.add(user)
+    if commit:
+        session.commit()
+    return user
+
+
+def add_post(
+    session: Session,
+    author: User,
+    *,
+    title: str = "A post",
+    content: str = "Some content",
+    tags: list[str] | None = None,
+) -> Post:
+    post = Post(id=uuid.uuid4(), author_id=author.id, title=title, content=content, tags=tags or [])
+    session.add(post)
+    session.commit()
+    return post
+
+
+def add_comment(session: Session, post: Post, author: User, content: str = "Nice post") -> Comment:
+    comment = Comment(id=uuid.uuid4(), post_id=post.id, author_id=author.id, content=content)
+    session.add(comment)
+    session.commit()
+    return comment
+
+
+def add_follow(session: Session, follower: User, followed: User) -> None:
+    session.execute(
+        followers_table.insert().values(follower_id=follower.id, followed_id=followed.id)
+    )
+    session.commit()
+
+
+def auth_header(
+    settings: ShopSettings, user_id: uuid.UUID | str, ttl_seconds: int | None = None
+) -> dict[str, str]:
+    """``{"Authorization": "Bearer …"}`` for `user_id`, signed with the app's secret."""
+    return {"Authorization": f"Bearer {issue_token(settings, user_id, ttl_seconds)}"}
+
+
+# -- messages -----------------------------------------------------------------------------
+
+
+def queued_json(
+    channel: BlockingChannel, queue: str, *, expect: int = 1, timeout: float = 3.0
+) -> list[Any]:
+    """The JSON bodies waiting in `queue` (consumed), polling until `expect` or `timeout`.
+
+    Returns early once `expect` messages arrived; returns what there is at the timeout,
+    so ``assert queued_json(ch, q, expect=0, timeout=0.5) == []`` checks for silence.
+    """
+    bodies: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        method, _, body = channel.basic_get(queue, auto_ack=True)
+        if method is not None:
+            bodies.append(json.loads(body))
+            if expect and len(bodies) >= expect:
+                return bodies
+            continue
+        if time.monotonic() >= deadline:
+            return bodies
+        time.sleep(0.05)
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+@contextmanager
+def database_outage(database_url: str, application_name: str = "labkit-shop") -> Iterator[None]:
+    """PostgreSQL unreachable for the shop for the block: a real fault, not a mock.
+
+    The shop's open connections are terminated, then the server is frozen
+    (`labkit.services.paused`): the app's pre-ping sees its connection gone, and its
+    reconnect hangs until ``db_connect_timeout``. On exit the server resumes.
+    """
+    from labkit import services
+
+    url = make_url(database_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        )
+    with services.paused("postgres"):
+        yield
+
+
+# -- clients ------------------------------------------------------------------------------
+
+
+def client_for(app: Any) -> Any:
+    """A `fastapi.testclient.TestClient` on `app`, in process (no socket, no lifespan).
+
+    Not used as ``with TestClient(app)``: that runs the app's shutdown on exit and
+    closes the connections a long-lived app still needs.
+    """
+    with warnings.catch_warnings():
+        # Starlette nudges towards httpx2; TestClient works the same either way.
+        warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
+        from fastapi.testclient import TestClient
+    return TestClient(app)
+
+
+# -- a live server ------------------------------------------------------------------------
+
+
+class ShopServer:
+    """The shop app served by uvicorn on a free local port, in a background thread.
+
+    For clients that need a real socket (load tests, a browser, another process):
+
+        >>> with ShopServer(app) as server:
+        ...     httpx.get(f"{server.url}/health")
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(self.config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        sockets = [s for server in self.server.servers for s in server.sockets]
+        if not sockets:
+            raise RuntimeError("the shop server is not started: use start() or `with`")
+        host, port = sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def start(self, timeout: float = 10.0) -> ShopServer:
+        self._thread = threading.Thread(target=self.server.run, name="shop-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the shop server did not start within {timeout}s (see its log)")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> ShopServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,191 @@
+"""POST /api/users and POST /api/tokens, checked in every system they touch."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from labkit.services.base import free_port
+from labkit.shop.cache import user_key
+from labkit.shop.errors import UNAVAILABLE_BODY
+from labkit.shop.messaging import publish_now
+from labkit.shop.models import OutboxEvent, User
+from labkit.shop.testing import auth_header, client_for, database_outage, queued_json
+
+NEW_USER = {"email": "newuser@example.com", "name": "New User", "password": "SecurePass123!"}
+
+
+def test_sign_up_stores_caches_and_queues_a_welcome_email(
+    shop_client, shop_session, redis_client, amqp_channel, amqp_queue
+):
+    queue = amqp_queue("email-queue")
+
+    response = shop_client.post("/api/users", json=NEW_USER)
+
+    assert response.status_code == 201
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body == {"id": body["id"], "email": NEW_USER["email"], "name": NEW_USER["name"]}
+    assert "password" not in response.text and "hash" not in response.text
+
+    row = shop_session.scalars(select(User).where(User.email == NEW_USER["email"])).one()
+    assert str(row.id) == body["id"]
+    assert row.password_hash != NEW_USER["password"]
+    assert row.password_hash.startswith("$argon2id$")
+    assert row.version == 1 and row.is_admin is False
+
+    assert json.loads(redis_client.get(user_key(body["id"]))) == body
+
+    (message,) = queued_json(amqp_channel, queue)
+    assert message["type"] == "welcome_email" and message["to"] == NEW_USER["email"]
+    event = shop_session.scalars(select(OutboxEvent)).one()
+    assert event.event_type == "welcome_email" and event.published_at is not None
+
+
+def test_welcome_email_is_persistent_and_carries_the_outbox_id(
+    shop_client, shop_session, amqp_channel, amqp_queue
+):
+    queue = amqp_queue("email-queue")
+    shop_client.post("/api/users", json=NEW_USER)
+
+    method, properties, _ = amqp_channel.basic_get(queue, auto_ack=True)
+
+    assert method is not None
+    assert properties.delivery_mode == 2  # survives a broker restart
+    event = shop_session.scalars(select(OutboxEvent)).one()
+    assert properties.message_id == str(event.id)  # what consumers deduplicate on
+
+
+@pytest.mark.parametrize("email", ["newuser@example.com", "NewUser@Example.com"])
+def test_duplicate_email_is_409_and_changes_nothing(
+    shop_client, shop_session, redis_client, amqp_channel, amqp_queue, email
+):
+    queue = amqp_queue("email-queue")
+    first = shop_client.post("/api/users", json=NEW_USER).json()
+    queued_json(amqp_channel, queue)
+    redis_client.flushdb()
+
+    response = shop_client.post("/api/users", json={**NEW_USER, "email": email, "name": "Other"})
+
+    assert response.status_code == 409
+    assert response.json()["error"] == "EMAIL_TAKEN"
+    assert [u.name for u in shop_session.scalars(select(User))] == [first["name"]]
+    assert redis_client.keys("*") == []
+    assert queued_json(amqp_channel, queue, expect=0, timeout=0.3) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "No Email", "password": "SecurePass123!"}, "email"),
+        ({**NEW_USER, "email": "not-an-email"}, "email"),
+        ({**NEW_USER, "name": ""}, "name"),
+        ({**NEW_USER, "name": "x" * 101}, "name"),
+        ({**NEW_USER, "name": "nul\x00byte"}, "name"),
+        ({**NEW_USER, "password": "short"}, "password"),
+        ({**NEW_USER, "password": 12345678}, "password"),
+        ({**NEW_USER, "is_admin": True}, "is_admin"),
+    ],
+)
+def test_invalid_sign_up_is_422_naming_the_field(shop_client, shop_session, body, field):
+    response = shop_client.post("/api/users", json=body)
+
+    assert response.status_code == 422
+    error = response.json()
+    assert error["error"] == "VALIDATION_FAILED"
+    assert field in {e["loc"][-1] for e in error["detail"]}
+    assert "SecurePass123!" not in response.text  # the password is never echoed back
+    assert shop_session.scalars(select(User)).all() == []
+
+
+def test_malformed_json_is_422(shop_client):
+    response = shop_client.post(
+        "/api/users", content=b'{"email": ', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+def test_database_outage_is_503_with_nothing_half_written_then_recovers(
+    shop_client, shop_settings, shop_session, redis_client, amqp_channel, amqp_queue
+):
+    queue = amqp_queue("email-queue")
+    shop_client.get("/health")  # a warm pool: the outage must be noticed, not dodged
+
+    started = time.monotonic()
+    with database_outage(shop_settings.database_url):
+        response = shop_client.post("/api/users", json=NEW_USER)
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 503
+    assert response.json() == UNAVAILABLE_BODY
+    assert response.headers["Retry-After"]
+    assert elapsed < 10, "a frozen database must fail fast, not hang"
+    assert redis_client.keys("*") == []
+    assert queued_json(amqp_channel, queue, expect=0, timeout=0.3) == []
+    assert shop_session.scalars(select(User)).all() == []
+
+    recovered = shop_client.post("/api/users", json=NEW_USER)
+    assert recovered.status_code == 201
+    assert queued_json(amqp_channel, queue)[0]["to"] == NEW_USER["email"]
+
+
+def test_broker_down_still_signs_up_and_the_email_waits_in_the_outbox(
+    make_shop_app, shop_app, shop_session, amqp_channel, amqp_queue
+):
+    queue = amqp_queue("email-queue")
+    nothing_listens = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    app = make_shop_app(amqp_url=nothing_listens)
+
+    response = client_for(app).post("/api/users", json=NEW_USER)
+
+    assert response.status_code == 201
+    event = shop_session.scalars(select(OutboxEvent)).one()
+    assert event.published_at is None and event.payload["to"] == NEW_USER["email"]
+    assert queued_json(amqp_channel, queue, expect=0, timeout=0.3) == []
+
+    # What the outbox relay does once the broker is back: the email is not lost.
+    shop = shop_app.state.shop
+    assert publish_now(shop.sessions, shop.publisher, event.id) is True
+    assert queued_json(amqp_channel, queue)[0]["to"] == NEW_USER["email"]
+
+
+def test_login_gives_a_token_that_opens_the_profile(shop_client):
+    user = shop_client.post("/api/users", json=NEW_USER).json()
+
+    response = shop_client.post(
+        "/api/tokens", json={"email": NEW_USER["email"], "password": NEW_USER["password"]}
+    )
+
+    assert response.status_code == 200
+    token = response.json()["accessToken"]
+    profile = shop_client.get(
+        f"/api/users/{user['id']}/profile", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert profile.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"email": NEW_USER["email"], "password": "WrongPass123!"},
+        {"email": "nobody@example.com", "password": NEW_USER["password"]},
+    ],
+)
+def test_wrong_credentials_are_401_without_saying_which_part(shop_client, credentials):
+    shop_client.post("/api/users", json=NEW_USER)
+
+    response = shop_client.post("/api/tokens", json=credentials)
+
+    assert response.status_code == 401
+    assert response.json()["message"] == "wrong email or password"
+    assert "accessToken" not in response.json()
+
+
+def test_unknown_user_id_in_path_is_404_and_malformed_is_422(shop_client, shop_settings):
+    headers = auth_header(shop_settings, uuid.uuid4())
+    assert shop_client.get(f"/api/users/{uuid.uuid4()}/profile", headers=headers).status_code == 404
+    assert shop_client.get("/api/users/not-a-uuid/profile", headers=headers).status_code == 422
