@@ -111,12 +111,15 @@ def serve_app(
     app: str = "labkit.load_demo:app",
     *,
     env: Mapping[str, str] | None = None,
+    factory: bool = False,
     workers: int = 1,
     ready_path: str = "/",
     timeout_s: float = 30.0,
 ) -> Iterator[AppServer]:
     """Serve `app` ("module:attribute") with uvicorn in its own process on 127.0.0.1.
 
+    With `factory`, the attribute is a function that builds the app (uvicorn --factory),
+    typically from settings passed in `env`.
     The app runs outside the notebook kernel and the test process, as in production:
     the load generator cannot borrow its event loop, and a stall in the app cannot
     freeze the generator. Waits until `ready_path` answers (any status below 500),
@@ -127,6 +130,7 @@ def serve_app(
     command = [
         sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
         "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+        *(["--factory"] if factory else []),
     ]
     with log.open("wb") as log_file:
         process = subprocess.Popen(

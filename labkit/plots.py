@@ -1,0 +1,153 @@
+"""Pictures of load runs: latency distributions, time lines, capacity curves.
+
+Every function takes what ``labkit.load`` returns — one run's DataFrame, or several as
+``{"closed": a, "open": b}`` to compare them on the same axes — and returns a matplotlib
+``Figure``, which Jupyter shows inline. ``save(fig, "name")`` also writes it as PNG
+under ``out/`` (or $LABKIT_OUT), for a report or a CI artifact.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from labkit import load
+
+Runs = pd.DataFrame | Mapping[str, pd.DataFrame]
+MARKED_PERCENTILES = (50, 90, 99, 99.9)
+
+
+def save(fig: Figure, name: str, out_dir: Path | str | None = None) -> Path:
+    """Write `fig` as ``<out_dir>/<name>.png`` and return the path."""
+    directory = Path(out_dir or os.environ.get("LABKIT_OUT", "out"))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def latency_histogram(runs: Runs, *, bins: int = 60, title: str = "Latency distribution") -> Figure:
+    """How many requests took how long, on a log time axis so the tail stays visible.
+
+    Dashed lines mark each run's mean, solid ones its p99: when the two are far
+    apart, the mean is describing requests that hardly anyone had.
+    """
+    named = _named(runs)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    everything = pd.concat([run["latency_ms"] for run in named.values()])
+    edges = np.geomspace(max(everything.min(), 0.01), everything.max() * 1.05, bins)
+    for (name, run), color in zip(named.items(), _colors()):
+        ax.hist(run["latency_ms"], bins=edges, alpha=0.5, color=color, label=name)
+        ax.axvline(run["latency_ms"].mean(), color=color, linestyle="--", linewidth=1)
+        ax.axvline(load.summary(run)["p99_ms"], color=color, linewidth=1.5)
+    ax.set(xscale="log", yscale="log", xlabel="latency (ms, log scale)",
+           ylabel="requests (log scale)", title=f"{title}  (dashed: mean · solid: p99)")
+    _legend(ax, named)
+    return fig
+
+
+def percentile_curve(runs: Runs, *, title: str = "Latency by percentile") -> Figure:
+    """Latency at every percentile, stretched toward the tail (HdrHistogram's plot).
+
+    The x axis is 1 / (1 - percentile) on a log scale, so 90%, 99%, 99.9% are equally
+    far apart: the slowest requests, which averages hide, get most of the picture.
+    """
+    named = _named(runs)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for (name, run), color in zip(named.items(), _colors()):
+        latency = np.sort(run["latency_ms"].to_numpy())
+        fraction_below = np.arange(latency.size) / latency.size  # 0 … (n-1)/n, never 1
+        ax.plot(1 / (1 - fraction_below), latency, color=color, label=name, linewidth=1.8)
+    ticks = [100 / (100 - p) for p in (0, *MARKED_PERCENTILES)]
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, ["0%", *[f"{p:g}%" for p in MARKED_PERCENTILES]])
+    ax.minorticks_off()
+    ax.set(ylabel="latency (ms)", xlabel="percentile", title=title)
+    ax.grid(alpha=0.3)
+    _legend(ax, named)
+    return fig
+
+
+def over_time(runs: Runs, *, bucket_s: float = 0.25, title: str = "Over time") -> Figure:
+    """Top: every request's latency at the time it was due. Bottom: responses per second.
+
+    Accepts runs (one row per request) or per-second time lines such as
+    ``load.timeline()`` or ``LocustRun.history``, which are drawn as p50/p99 lines.
+    """
+    named = _named(runs)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    for (name, frame), color in zip(named.items(), _colors()):
+        if "latency_ms" in frame:
+            top.scatter(frame["start_s"], frame["latency_ms"], s=4, alpha=0.5, color=color,
+                        label=f"{name}: one dot per request", rasterized=True)
+            line = load.timeline(frame, bucket_s)
+        else:
+            line = frame
+            top.plot(line.index, line["p50_ms"], color=color, linestyle="--",
+                     label=f"{name}: p50")
+            top.plot(line.index, line["p99_ms"], color=color, label=f"{name}: p99")
+        bottom.step(line.index, line["rps"], where="post", color=color, label=name)
+    top.set(yscale="log", ylabel="latency (ms, log)", title=title)
+    bottom.set(xlabel="time since the run started (s)", ylabel="responses / s")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    _legend(top, named, always=True)
+    return fig
+
+
+def capacity(sweep_result: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Throughput and p99 against load, from ``load.sweep()``, with the knee marked."""
+    knee = load.find_knee(sweep_result)
+    level = sweep_result.index.name or "load"
+    fig, left = plt.subplots(figsize=(8, 4))
+    right = left.twinx()
+    left.plot(sweep_result.index, sweep_result["throughput_rps"], "o-", color="C0",
+              label="throughput")
+    right.plot(sweep_result.index, sweep_result["p99_ms"], "s-", color="C3", label="p99 latency")
+    left.axvline(knee, color="grey", linestyle=":", linewidth=1.5)
+    at_knee = sweep_result.loc[knee]
+    left.annotate(
+        f"knee: {level.replace('_', ' ')} = {knee:g}\n{at_knee['throughput_rps']:,.0f} req/s, "
+        f"p99 {at_knee['p99_ms']:,.1f} ms",
+        xy=(knee, at_knee["throughput_rps"]), xytext=(10, -40), textcoords="offset points",
+        arrowprops={"arrowstyle": "->", "color": "grey"}, fontsize=9,
+    )
+    if "generator_bound" in sweep_result and sweep_result["generator_bound"].any():
+        bound = sweep_result[sweep_result["generator_bound"]]
+        left.scatter(bound.index, bound["throughput_rps"], s=160, facecolors="none",
+                     edgecolors="orange", label="generator-bound point")
+    left.set(xlabel=level.replace("_", " "), ylabel="throughput (req/s)",
+             title=title or f"Capacity: throughput and p99 against {level.replace('_', ' ')}")
+    right.set_ylabel("p99 latency (ms)", color="C3")
+    left.set_ylim(bottom=0)
+    right.set_ylim(bottom=0)
+    left.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
+    handles = [*left.get_legend_handles_labels()[0], *right.get_legend_handles_labels()[0]]
+    left.legend(handles=handles, loc="center right", fontsize=9)
+    left.grid(alpha=0.3)
+    return fig
+
+
+def _named(runs: Runs) -> dict[str, pd.DataFrame]:
+    if isinstance(runs, pd.DataFrame):
+        return {runs.attrs.get("label") or runs.attrs.get("mode") or "run": runs}
+    if not runs:
+        raise ValueError("nothing to plot: pass a run, or a dict of name → run")
+    return dict(runs)
+
+
+def _colors() -> list[str]:
+    return [f"C{i}" for i in range(10)]
+
+
+def _legend(ax: plt.Axes, named: Mapping[str, pd.DataFrame], always: bool = False) -> None:
+    if always or len(named) > 1:
+        ax.legend(fontsize=9)

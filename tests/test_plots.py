@@ -1,0 +1,69 @@
+"""labkit.plots draws real runs and writes them as PNG files."""
+
+from __future__ import annotations
+
+import warnings
+
+import matplotlib
+import pytest
+
+from labkit import load, plots
+
+matplotlib.use("Agg")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", load.GeneratorBottleneckWarning)
+        with load.serve_app("labkit.load_demo:app") as app:
+            closed = load.closed_loop(app.url, "/ping", workers=2, requests=200)
+            opened = load.open_loop(app.url, "/ping", rate=100, duration_s=1.0)
+            sweep = load.sweep(app.url, "/work?cpu_ms=3", workers=[1, 2, 4], duration_s=0.5)
+    return {"closed": closed, "open": opened}, sweep
+
+
+@pytest.mark.parametrize("draw", [plots.latency_histogram, plots.percentile_curve,
+                                  plots.over_time])
+def test_run_plots_label_every_run_and_save_as_png(runs, draw, tmp_path):
+    named, _ = runs
+
+    fig = draw(named)
+    path = plots.save(fig, draw.__name__, tmp_path)
+
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any("closed" in label for label in labels)
+    assert any("open" in label for label in labels)
+    assert fig.axes[0].get_xlabel() or fig.axes[-1].get_xlabel()
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_over_time_draws_a_locust_style_timeline(runs):
+    named, _ = runs
+    line = load.timeline(named["open"], bucket_s=0.5)
+
+    fig = plots.over_time({"per second": line})
+
+    assert [label for label in fig.axes[0].get_legend_handles_labels()[1]] == [
+        "per second: p50", "per second: p99"]
+
+
+def test_capacity_marks_the_knee(runs, tmp_path):
+    _, sweep = runs
+
+    fig = plots.capacity(sweep)
+
+    knee = load.find_knee(sweep)
+    notes = [text.get_text() for text in fig.axes[0].texts]
+    assert any(note.startswith(f"knee: workers = {knee:g}") for note in notes)
+    assert plots.save(fig, "capacity", tmp_path).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_save_defaults_to_labkit_out(monkeypatch, tmp_path, runs):
+    monkeypatch.setenv("LABKIT_OUT", str(tmp_path / "figures"))
+
+    path = plots.save(plots.latency_histogram(runs[0]["open"]), "one")
+
+    assert path == tmp_path / "figures" / "one.png"
