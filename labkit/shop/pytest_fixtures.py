@@ -90,7 +90,7 @@ def make_shop_app(shop_settings: ShopSettings) -> Iterator[Callable[..., FastAPI
 
     def make(**overrides: Any) -> FastAPI:
         migrate_once(shop_settings.database_url)
-        app = create_app(shop_settings.model_copy(update=overrides))
+        app = create_app(ShopSettings(**{**shop_settings.model_dump(), **overrides}))
         built.append(app)
         return app
 

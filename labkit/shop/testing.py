@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from pika.adapters.blocking_connection import BlockingChannel
@@ -204,7 +204,7 @@ class ShopServer:
         host, port = sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def start(self, timeout: float = 10.0) -> ShopServer:
+    def start(self, timeout: float = 10.0) -> Self:
         self._thread = threading.Thread(target=self.server.run, name="shop-server", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
@@ -219,7 +219,7 @@ class ShopServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> ShopServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
