@@ -13,6 +13,7 @@ shop_downstream  fake inventory + payment over real HTTP, reset for each test
 shop_app         the FastAPI app (one per process; its schema migrated)
 shop_client      a TestClient on a clean shop: empty tables, empty Redis, reset fakes
 shop_session     a Session on the shop's database, for arranging data and checking rows
+shop_db_session  labkit's rolled-back `db_session`, on a database with the shop schema
 make_shop_app    factory for an app with other settings: make_shop_app(amqp_url=…)
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "shop_app",
     "shop_clean",
     "shop_client",
+    "shop_db_session",
     "shop_downstream",
     "shop_fakes_server",
     "shop_session",
@@ -130,3 +132,12 @@ def shop_session(shop_app: FastAPI, shop_clean: None) -> Iterator[Session]:
     """
     with shop_app.state.shop.sessions() as session:
         yield session
+
+
+@pytest.fixture
+def shop_db_session(shop_clean: None, db_session: Session) -> Session:
+    """labkit's `db_session` (everything rolled back after the test) on empty shop tables.
+
+    For model-level tests that need no app: commits go to a SAVEPOINT, nothing stays.
+    """
+    return db_session

@@ -9,6 +9,7 @@ from labkit.shop.pytest_fixtures import (  # noqa: F401  (fixtures are found by 
     shop_app,
     shop_clean,
     shop_client,
+    shop_db_session,
     shop_downstream,
     shop_fakes_server,
     shop_session,
