@@ -32,10 +32,12 @@ headless in subprocesses (``run_locust``); see its docstring for distributed mod
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import http.client
 import itertools
 import json
+import math
 import os
 import socket
 import ssl
@@ -49,6 +51,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -104,10 +107,10 @@ class AppServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout_s)
+        self.log_path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def serve_app(
+def start_app(
     app: str = "labkit.load_demo:app",
     *,
     env: Mapping[str, str] | None = None,
@@ -115,15 +118,15 @@ def serve_app(
     workers: int = 1,
     ready_path: str = "/",
     timeout_s: float = 30.0,
-) -> Iterator[AppServer]:
+) -> AppServer:
     """Serve `app` ("module:attribute") with uvicorn in its own process on 127.0.0.1.
 
-    With `factory`, the attribute is a function that builds the app (uvicorn --factory),
-    typically from settings passed in `env`.
     The app runs outside the notebook kernel and the test process, as in production:
     the load generator cannot borrow its event loop, and a stall in the app cannot
-    freeze the generator. Waits until `ready_path` answers (any status below 500),
-    yields an ``AppServer`` with ``url`` and ``pid``, and stops the server on exit.
+    freeze the generator. Returns once `ready_path` answers (any status below 500).
+    With `factory`, the attribute is a function that builds the app (uvicorn
+    --factory), typically from settings passed in `env`. Call ``stop()`` when done —
+    or use ``serve_app``; it is stopped at interpreter exit in any case.
     """
     port = _free_port()
     log = Path(tempfile.mkstemp(prefix="labkit-uvicorn-", suffix=".log")[1])
@@ -138,12 +141,19 @@ def serve_app(
             env={**os.environ, **(env or {})}, start_new_session=True,
         )
     server = AppServer(app, f"http://127.0.0.1:{port}", process, log)
+    atexit.register(server.stop)
+    _wait_until_serving(server, ready_path, timeout_s)
+    return server
+
+
+@contextlib.contextmanager
+def serve_app(app: str = "labkit.load_demo:app", **options: Any) -> Iterator[AppServer]:
+    """``start_app`` as a context manager: the server stops when the block ends."""
+    server = start_app(app, **options)
     try:
-        _wait_until_serving(server, ready_path, timeout_s)
         yield server
     finally:
         server.stop()
-        log.unlink(missing_ok=True)
 
 
 def _free_port() -> int:
@@ -158,10 +168,12 @@ def _wait_until_serving(server: AppServer, path: str, timeout_s: float) -> None:
     with httpx.Client(base_url=server.url, timeout=1.0, trust_env=False) as client:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
+                log = server.log_tail()
+                server.stop()
                 raise LoadError(
                     f"uvicorn serving {server.app!r} exited with code "
                     f"{server.process.returncode} before answering. Its log:\n"
-                    f"{server.log_tail()}\nCheck that the import string is 'module:attribute' "
+                    f"{log}\nCheck that the import string is 'module:attribute' "
                     "and that the module imports without error."
                 )
             try:
@@ -171,10 +183,11 @@ def _wait_until_serving(server: AppServer, path: str, timeout_s: float) -> None:
             except httpx.HTTPError as exc:
                 last_problem = f"{type(exc).__name__}"
             time.sleep(0.05)
+    log = server.log_tail()
     server.stop()
     raise LoadError(
         f"{server.app!r} did not answer GET {path} at {server.url} within {timeout_s:.0f}s "
-        f"({last_problem}). Its log:\n{server.log_tail()}\n"
+        f"({last_problem}). Its log:\n{log}\n"
         "Raise timeout_s if the app is slow to start, or pass a ready_path it serves."
     )
 
@@ -199,11 +212,11 @@ class CpuReport:
                 f"the load generator used {self.generator_cores:.2f} CPU cores, about all one "
                 "Python process can use"
             )
-        app_cores = self.app_cores or 0.0
-        if self.machine_busy >= 0.90 and self.generator_cores > app_cores:
+        if (self.app_cores is not None and self.machine_busy >= 0.90
+                and self.generator_cores > self.app_cores):
             return (
                 f"the machine was {self.machine_busy:.0%} busy and the generator used more CPU "
-                f"({self.generator_cores:.2f} cores) than the app ({app_cores:.2f})"
+                f"({self.generator_cores:.2f} cores) than the app ({self.app_cores:.2f})"
             )
         return None
 
@@ -488,13 +501,16 @@ def _wait_with_progress(
     plan: _Plan, workers: list[threading.Thread], records: list[list[tuple]], progress: bool
 ) -> None:
     # The bar appears only after PROGRESS_AFTER_S, so short runs stay quiet.
-    total, unit = (plan.total, "req") if plan.total is not None else (plan.duration_s, "s")
+    if plan.total is not None:
+        total, unit = plan.total, "req"
+    else:
+        total, unit = math.ceil(plan.duration_s), "s"
     with tqdm(total=total, unit=unit, delay=PROGRESS_AFTER_S, disable=not progress,
               leave=False, file=sys.stdout) as bar:
         while any(w.is_alive() for w in workers):
             time.sleep(0.2)
             done = (sum(map(len, records)) if unit == "req"
-                    else min(time.perf_counter() - plan.began, total))
+                    else min(int(time.perf_counter() - plan.began), total))
             bar.update(done - bar.n)
 
 
@@ -577,9 +593,13 @@ def sweep(
     duration_s: float = 2.0,
     headers: Mapping[str, str] | None = None,
     app_pid: int | None = None,
+    before_each: Callable[[], object] | None = None,
 ) -> pd.DataFrame:
     """Run one load per level — closed loop over `workers`, or open loop over `rates` —
-    and summarize each: the data for a throughput/latency-vs-load curve."""
+    and summarize each: the data for a throughput/latency-vs-load curve.
+
+    `before_each` runs before every level, e.g. to empty a cache so each level
+    starts cold."""
     if (workers is None) == (rates is None):
         raise ValueError("sweep needs exactly one of workers=[…] (closed loop) or rates=[…] (open loop)")
     levels = list(workers if workers is not None else rates)
@@ -589,6 +609,8 @@ def sweep(
         warnings.simplefilter("ignore", GeneratorBottleneckWarning)
         for level in tqdm(levels, desc="sweep", unit="level", leave=False, file=sys.stdout,
                           delay=PROGRESS_AFTER_S):
+            if before_each is not None:
+                before_each()
             if workers is not None:
                 run = closed_loop(url, path, workers=int(level), duration_s=duration_s,
                                   headers=headers, app_pid=app_pid, progress=False)
@@ -783,11 +805,14 @@ def run_locust(
             "Check the host URL and the locustfile; run the command in a terminal to see more."
         )
     _warn_if_generator_bound(cpu)
-    requests = read_locust_requests(log_prefix) if log_requests else _frame(iter(()))
+    raw_requests = _read_request_logs(log_prefix)
+    # Both tables count time from the first request, like labkit's own runs.
+    origin = float(raw_requests["epoch_s"].min()) if len(raw_requests) else None
+    requests = _requests_frame(raw_requests, origin)
     requests.attrs.update(mode="locust", users=users, cpu=cpu)
     return LocustRun(
         requests=requests,
-        history=read_locust_history(prefix.with_name("locust_stats_history.csv")),
+        history=read_locust_history(prefix.with_name("locust_stats_history.csv"), origin),
         stats=pd.read_csv(prefix.with_name("locust_stats.csv")),
         cpu=cpu,
         command=command,
@@ -816,9 +841,10 @@ def _run_measured(
     return meter.stop(), subprocess.CompletedProcess(command, process.returncode, "".join(output))
 
 
-def read_locust_history(path: Path | str) -> pd.DataFrame:
+def read_locust_history(path: Path | str, origin_epoch: float | None = None) -> pd.DataFrame:
     """Locust's ``…_stats_history.csv`` (Aggregated rows) in ``timeline()``'s shape.
 
+    Time counts from `origin_epoch` (default: the first row with requests).
     Throughput comes from the growth of Locust's running totals between rows (its own
     Requests/s column is a rolling average that stays 0 for the first seconds). Mind
     two differences from labkit's runs: the percentiles here are cumulative since the
@@ -838,18 +864,27 @@ def read_locust_history(path: Path | str) -> pd.DataFrame:
         "p99_ms": pd.to_numeric(raw["99%"], errors="coerce"),
         "max_ms": pd.to_numeric(raw["100%"], errors="coerce"),
     })
-    frame.index = (frame.index - frame.index.min()).astype(float)
+    origin = frame.index.min() if origin_epoch is None else origin_epoch
+    frame.index = (frame.index - origin).astype(float)
     frame.index.name = "t_s"
     return frame.iloc[1:]  # the first row has no interval before it to measure a rate over
 
 
 def read_locust_requests(prefix: Path | str) -> pd.DataFrame:
     """The per-request files written by labkit's locustfile, in ``closed_loop``'s shape."""
-    files = sorted(Path(prefix).parent.glob(Path(prefix).name + ".*.csv"))
-    parts = [pd.read_csv(f, names=["epoch_s", "latency_ms", "status", "error"]) for f in files]
-    raw = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["epoch_s", "latency_ms", "status", "error"])
-    rows = zip(raw["epoch_s"] - (raw["epoch_s"].min() if len(raw) else 0.0), raw["latency_ms"],
+    raw = _read_request_logs(Path(prefix))
+    return _requests_frame(raw, float(raw["epoch_s"].min()) if len(raw) else None)
+
+
+def _read_request_logs(prefix: Path) -> pd.DataFrame:
+    names = ["epoch_s", "latency_ms", "status", "error"]
+    files = sorted(prefix.parent.glob(prefix.name + ".*.csv"))
+    parts = [pd.read_csv(f, names=names) for f in files]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=names)
+
+
+def _requests_frame(raw: pd.DataFrame, origin_epoch: float | None) -> pd.DataFrame:
+    rows = zip(raw["epoch_s"] - (origin_epoch or 0.0), raw["latency_ms"],
                itertools.repeat(0.0), raw["status"].fillna(0).astype(int),
                raw["error"].where(raw["error"].notna(), None))
     return _frame(rows)
