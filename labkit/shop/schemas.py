@@ -8,6 +8,7 @@ or ``version`` into an update (mass assignment).
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from decimal import Decimal
 from typing import Annotated
@@ -34,19 +35,32 @@ def storable(value: str) -> str:
     return value
 
 
-def Text(min_length: int, max_length: int, strip: bool = True) -> object:
+def single_line(value: str) -> str:
+    # Control characters (tabs, escapes, "\x1f"…) in a name or title are never meant:
+    # they break displays and logs, and make two names that look alike differ.
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("must not contain control characters (newlines, tabs, escapes)")
+    return value
+
+
+def Text(min_length: int, max_length: int, strip: bool = True, multiline: bool = False) -> object:
     """A string type that PostgreSQL can store, within the given lengths."""
+    checks = (
+        [AfterValidator(storable)]
+        if multiline
+        else [AfterValidator(storable), AfterValidator(single_line)]
+    )
     return Annotated[
         str,
         StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
-        AfterValidator(storable),
+        *checks,
     ]
 
 
 Name = Text(1, 100)
-Password = Text(8, 128, strip=False)
+Password = Text(8, 128, strip=False, multiline=True)
 Title = Text(1, 200)
-Content = Text(1, 20_000)
+Content = Text(1, 20_000, multiline=True)
 Tag = Text(1, 50)
 ProductId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
