@@ -8,35 +8,8 @@ fake inventory and payment services next to it, so orders work out of the box.
 from __future__ import annotations
 
 import argparse
-import os
 
-from labkit.shop.api import create_app
-from labkit.shop.db import upgrade
-from labkit.shop.fakes import FakeDownstream
-from labkit.shop.settings import settings_from_services
-
-
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the shop with uvicorn until interrupted (Ctrl-C)."""
-    import uvicorn
-
-    fakes: FakeDownstream | None = None
-    overrides: dict[str, str] = {}
-    if not (
-        os.environ.get("LABKIT_SHOP_INVENTORY_URL") and os.environ.get("LABKIT_SHOP_PAYMENT_URL")
-    ):
-        fakes = FakeDownstream().start()
-        overrides = fakes.settings()
-    settings = settings_from_services(**overrides)
-    upgrade(settings.database_url)
-    print(f"labkit shop on http://{host}:{port}  (API docs at /docs, GraphQL at /graphql)")
-    if fakes is not None:
-        print(f"  fake inventory at {fakes.inventory.url}, fake payment at {fakes.payment.url}")
-    try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
-    finally:
-        if fakes is not None:
-            fakes.stop()
+from labkit.shop.server import serve
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,19 +8,21 @@ endpoints and fills the rest with safe defaults.
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "LABKIT_SHOP_"
 PasswordProfile = Literal["owasp", "fast"]
 
 
 class ShopSettings(BaseSettings):
     """Everything `create_app` needs to reach its dependencies."""
 
-    model_config = SettingsConfigDict(env_prefix="LABKIT_SHOP_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     # -- live dependencies -------------------------------------------------------
     database_url: str = Field(description="SQLAlchemy URL, postgresql+psycopg://…")
@@ -67,13 +69,23 @@ class ShopSettings(BaseSettings):
 def settings_from_services(**overrides: Any) -> ShopSettings:
     """Settings pointing at the live services of this process (started if needed).
 
+    A URL given as an argument or in a LABKIT_SHOP_* variable wins: that service is
+    then neither looked up nor started.
+
     >>> settings = settings_from_services(password_hash_profile="fast")
     """
     from labkit import services
 
-    found: dict[str, Any] = {
-        "database_url": services.get("postgres").url,
-        "redis_url": services.get("redis").url,
-        "amqp_url": services.get("rabbitmq").url,
+    found = {
+        field: services.get(service).url
+        for field, service in SERVICE_FIELDS.items()
+        if field not in overrides and not given_in_environment(field)
     }
     return ShopSettings(**{**found, **overrides})
+
+
+SERVICE_FIELDS = {"database_url": "postgres", "redis_url": "redis", "amqp_url": "rabbitmq"}
+
+
+def given_in_environment(field: str) -> bool:
+    return bool(os.environ.get(f"{ENV_PREFIX}{field.upper()}"))

@@ -10,14 +10,13 @@ table between tests.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from typing import Any, Self
+from typing import Any
 
 import psycopg
 from pika.adapters.blocking_connection import BlockingChannel
@@ -175,52 +174,3 @@ def client_for(app: Any) -> Any:
         warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
         from fastapi.testclient import TestClient
     return TestClient(app)
-
-
-# -- a live server ------------------------------------------------------------------------
-
-
-class ShopServer:
-    """The shop app served by uvicorn on a free local port, in a background thread.
-
-    For clients that need a real socket (load tests, a browser, another process):
-
-        >>> with ShopServer(app) as server:
-        ...     httpx.get(f"{server.url}/health")
-    """
-
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
-        self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(self.config)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        sockets = [s for server in self.server.servers for s in server.sockets]
-        if not sockets:
-            raise RuntimeError("the shop server is not started: use start() or `with`")
-        host, port = sockets[0].getsockname()[:2]
-        return f"http://{host}:{port}"
-
-    def start(self, timeout: float = 10.0) -> Self:
-        self._thread = threading.Thread(target=self.server.run, name="shop-server", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the shop server did not start within {timeout}s (see its log)")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

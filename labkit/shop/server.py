@@ -1,0 +1,83 @@
+"""Serving the shop over real HTTP: `serve()` for people, `ShopServer` for tests.
+
+$ python -m labkit.shop --port 8000          # or: labkit shop serve
+>>> with ShopServer(app) as server: httpx.get(f"{server.url}/health")
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Self
+
+from labkit.shop.api import create_app
+from labkit.shop.db import upgrade
+from labkit.shop.fakes import FakeDownstream
+from labkit.shop.settings import given_in_environment, settings_from_services
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the shop with uvicorn until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    fakes: FakeDownstream | None = None
+    overrides: dict[str, str] = {}
+    if not all(given_in_environment(f) for f in ("inventory_url", "payment_url")):
+        fakes = FakeDownstream().start()
+        overrides = {f: url for f, url in fakes.settings().items() if not given_in_environment(f)}
+    settings = settings_from_services(**overrides)
+    upgrade(settings.database_url)
+    print(f"labkit shop on http://{host}:{port}  (API docs at /docs, GraphQL at /graphql)")
+    if fakes is not None:
+        print(f"  fake inventory at {fakes.inventory.url}, fake payment at {fakes.payment.url}")
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    finally:
+        if fakes is not None:
+            fakes.stop()
+
+
+class ShopServer:
+    """The shop app served by uvicorn on a free local port, in a background thread.
+
+    For clients that need a real socket (load tests, a browser, another process):
+
+        >>> with ShopServer(app) as server:
+        ...     httpx.get(f"{server.url}/health")
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(self.config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        sockets = [s for server in self.server.servers for s in server.sockets]
+        if not sockets:
+            raise RuntimeError("the shop server is not started: use start() or `with`")
+        host, port = sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def start(self, timeout: float = 10.0) -> Self:
+        self._thread = threading.Thread(target=self.server.run, name="shop-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the shop server did not start within {timeout}s (see its log)")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

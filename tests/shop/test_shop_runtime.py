@@ -1,0 +1,93 @@
+"""The shop as it runs: settings, a real socket, the fakes, and a cache that may fail."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from labkit.services.base import free_port
+from labkit.shop.fakes import FakeDownstream
+from labkit.shop.server import ShopServer
+from labkit.shop.settings import ShopSettings, settings_from_services
+from labkit.shop.testing import add_user, auth_header, client_for
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LABKIT_SHOP_DATABASE_URL", "postgresql+psycopg://u:p@db.example:5432/shop")
+    monkeypatch.setenv("LABKIT_SHOP_REDIS_URL", "redis://cache.example:6379/0")
+    monkeypatch.setenv("LABKIT_SHOP_AMQP_URL", "amqp://mq.example:5672/%2F")
+    monkeypatch.setenv("LABKIT_SHOP_DB_STATEMENT_TIMEOUT", "0.5")
+
+    settings = settings_from_services()  # everything given: no service is started
+
+    assert settings.database_url.endswith("@db.example:5432/shop")
+    assert settings.db_statement_timeout == 0.5
+    assert settings.password_hash_profile == "owasp"  # the cheap profile is opt-in
+
+
+def test_settings_refuse_what_they_do_not_know():
+    with pytest.raises(ValueError, match="jwt_secrett"):
+        ShopSettings(database_url="x", redis_url="x", amqp_url="x", jwt_secrett="typo")
+
+
+def test_the_shop_answers_on_a_real_socket(shop_app, shop_clean):
+    with ShopServer(shop_app) as server:
+        response = httpx.post(
+            f"{server.url}/api/users",
+            json={"email": "socket@example.com", "name": "Socket", "password": "SecurePass123!"},
+        )
+        assert response.status_code == 201
+        assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+        assert httpx.get(f"{server.url}/openapi.json").json()["info"]["title"] == "labkit shop"
+
+
+def test_redis_down_profiles_are_still_served_from_postgres(make_shop_app, shop_session):
+    app = make_shop_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    client = client_for(app)
+    user = add_user(shop_session, name="Ada")
+
+    signed_up = client.post(
+        "/api/users", json={"email": "new@example.com", "name": "New", "password": "SecurePass123!"}
+    )
+    profile = client.get(
+        f"/api/users/{user.id}/profile", headers=auth_header(app.state.shop.settings, user.id)
+    )
+
+    assert signed_up.status_code == 201
+    assert profile.status_code == 200
+    assert profile.json()["user"]["name"] == "Ada"
+
+
+def test_fakes_keep_stock_and_answer_payments_idempotently():
+    with FakeDownstream() as fakes:
+        fakes.inventory.stock["sku"] = 3
+        items = {"items": [{"productId": "sku", "quantity": 2}]}
+
+        assert httpx.post(f"{fakes.inventory.url}/check", json=items).json()["allAvailable"] is True
+        assert (
+            httpx.post(
+                f"{fakes.inventory.url}/reserve", json={"orderId": "o1", **items}
+            ).status_code
+            == 200
+        )
+        assert (
+            httpx.post(
+                f"{fakes.inventory.url}/reserve", json={"orderId": "o2", **items}
+            ).status_code
+            == 409
+        )
+        httpx.post(f"{fakes.inventory.url}/release", json={"orderId": "o1"})
+        assert fakes.inventory.stock["sku"] == 3
+
+        pay = {"orderId": "o1", "amount": "1.00", "method": "CARD"}
+        first = httpx.post(
+            f"{fakes.payment.url}/payments", json=pay, headers={"Idempotency-Key": "o1"}
+        )
+        again = httpx.post(
+            f"{fakes.payment.url}/payments", json=pay, headers={"Idempotency-Key": "o1"}
+        )
+        assert first.json() == again.json() and first.json()["status"] == "APPROVED"
+        assert len(fakes.payment.calls_to("/payments")) == 2
+
+        fakes.payment.fail_status = 500
+        assert httpx.post(f"{fakes.payment.url}/payments", json=pay).status_code == 500
