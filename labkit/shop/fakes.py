@@ -142,6 +142,7 @@ class FakeInventory(FakeService):
 
     def __init__(self, default_stock: int = 100) -> None:
         super().__init__()
+        self.initial_stock = default_stock
         self.default_stock = default_stock
         self.stock: dict[str, int] = {}
         self.reservations: dict[str, list[tuple[str, int]]] = {}
@@ -149,6 +150,7 @@ class FakeInventory(FakeService):
     def reset(self) -> None:
         super().reset()
         with self.lock:
+            self.default_stock = self.initial_stock
             self.stock.clear()
             self.reservations.clear()
 
