@@ -26,6 +26,7 @@ from fastapi import Request
 from graphql import GraphQLError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from strawberry.extensions import MaskErrors
 from strawberry.fastapi import BaseContext, GraphQLRouter
 
 from labkit.shop import models
@@ -256,9 +257,20 @@ class Mutation:
         return await _in_thread(write)
 
 
+def _is_unexpected(error: GraphQLError) -> bool:
+    # Errors we raise on purpose, and GraphQL's own (syntax, unknown field), are for the
+    # client; anything else may quote SQL or internals, so it is logged, not shown.
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)
+
+
 # The schema has no cycles (an Author has no posts), so no query can nest deeper than
 # user → posts → comments → author: there is no need for a depth limiter.
-schema = strawberry.Schema(query=Query, mutation=Mutation)
+schema = strawberry.Schema(
+    query=Query,
+    mutation=Mutation,
+    extensions=[lambda: MaskErrors(should_mask_error=_is_unexpected)],
+)
 
 
 def graphql_router() -> GraphQLRouter[Context, None]:

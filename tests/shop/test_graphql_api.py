@@ -14,6 +14,7 @@ from labkit.shop.testing import (
     add_post,
     add_user,
     auth_header,
+    database_outage,
     queued_json,
 )
 
@@ -198,3 +199,29 @@ def test_invalid_post_is_refused_and_stores_nothing(
 
     assert result["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert shop_session.scalars(select(Post)).all() == []
+
+
+def test_database_outage_is_a_clean_graphql_error(shop_client, shop_settings, ada):
+    shop_client.get("/health")
+    with database_outage(shop_settings.database_url):
+        result = graphql(shop_client, USER_QUERY, {"userId": str(ada.id)})
+
+    assert result["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
+    assert result["errors"][0]["message"] == "Service temporarily unavailable"
+    assert (
+        graphql(shop_client, USER_QUERY, {"userId": str(ada.id)})["data"]["user"]["name"] == "Ada"
+    )
+
+
+def test_unexpected_errors_are_masked(shop_client, shop_app, shop_settings, ada, monkeypatch):
+    from labkit.shop import graphql as shop_graphql
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("SELECT secret FROM internals")
+
+    monkeypatch.setattr(shop_graphql, "load_user_graph", broken)
+
+    result = graphql(shop_client, USER_QUERY, {"userId": str(ada.id)})
+
+    assert result["errors"][0]["message"] == "Unexpected error."
+    assert "secret" not in str(result)

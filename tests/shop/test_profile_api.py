@@ -11,7 +11,14 @@ from sqlalchemy import select
 from labkit.shop.cache import profile_key, user_key
 from labkit.shop.models import User
 from labkit.shop.settings import ShopSettings
-from labkit.shop.testing import add_comment, add_follow, add_post, add_user, auth_header
+from labkit.shop.testing import (
+    add_comment,
+    add_follow,
+    add_post,
+    add_user,
+    auth_header,
+    database_outage,
+)
 
 
 @pytest.fixture
@@ -194,3 +201,15 @@ def test_mass_assignment_is_rejected_and_changes_nothing(
     shop_session.expire_all()
     stored = shop_session.scalars(select(User).where(User.id == ada.id)).one()
     assert (stored.email, stored.is_admin, stored.version) == ("ada@example.com", False, 1)
+
+
+def test_a_warm_cache_serves_profiles_through_a_database_outage(shop_client, shop_settings, ada):
+    headers = auth_header(shop_settings, ada.id)
+    shop_client.get(f"/api/users/{ada.id}/profile", headers=headers)
+
+    with database_outage(shop_settings.database_url):
+        cached = shop_client.get(f"/api/users/{ada.id}/profile", headers=headers)
+        cold = shop_client.get(f"/api/users/{uuid.uuid4()}/profile", headers=headers)
+
+    assert (cached.status_code, cached.headers["X-Cache"]) == (200, "HIT")
+    assert cold.status_code == 503
