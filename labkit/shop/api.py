@@ -95,7 +95,11 @@ def current_user_id(
     shop: ShopDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> uuid.UUID:
-    """The caller's user id from ``Authorization: Bearer <token>``; 401 otherwise."""
+    """The caller's user id from ``Authorization: Bearer <token>``; 401 otherwise.
+
+    Tokens are stateless: one stays valid until it expires, even for a deleted user.
+    Reads accept that; writes that need the user (orders, follows) check it exists.
+    """
     if credentials is None:
         raise ApiError(401, "UNAUTHORIZED", "send Authorization: Bearer <token> (POST /api/tokens)")
     try:

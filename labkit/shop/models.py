@@ -2,7 +2,7 @@
 
 The schema itself is owned by the Alembic migrations in ``labkit/shop/migrations``
 (`labkit.shop.db.upgrade(url)`); these classes must stay in step with them, and
-``tests/shop/test_migrations.py`` checks that they do.
+``tests/shop/test_models.py`` checks that they do.
 
 Conventions:
 - ids are UUIDs (they travel as strings in JSON and GraphQL);

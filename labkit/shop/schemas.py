@@ -101,7 +101,7 @@ class PublicUserOut(BaseModel):
 
 class LoginRequest(Strict):
     email: EmailStr = Field(max_length=254)
-    password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    password: Text(1, 128, strip=False, multiline=True)  # type: ignore[valid-type]
 
 
 class TokenOut(BaseModel):
