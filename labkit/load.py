@@ -384,6 +384,11 @@ def _plan(
     url: str, path: Path_, method: str, headers: Mapping[str, str] | None, timeout_s: float,
     total: int | None, duration_s: float | None, interval_s: float | None,
 ) -> _Plan:
+    # Checked here, before any sender starts: a sender failing on it would leave the
+    # others waiting for it at the starting line.
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected a base URL like http://127.0.0.1:8000, got {url!r}")
     path_for = path if callable(path) else (lambda _i, p=path: p)
     return _Plan(url, path_for, method, headers or {}, timeout_s, total, duration_s, interval_s)
 
@@ -457,8 +462,6 @@ class _Connection:
         self, url: str, headers: Mapping[str, str], timeout_s: float, tls: ssl.SSLContext
     ) -> None:
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected a base URL like http://127.0.0.1:8000, got {url!r}")
         self.prefix = parts.path.rstrip("/")
         self.headers = dict(headers)
         if parts.scheme == "https":

@@ -166,6 +166,11 @@ def test_generator_is_blamed_only_when_it_is_the_busy_one(report, blamed):
     assert (report.bottleneck() is not None) is blamed
 
 
+def test_a_url_without_scheme_is_refused_before_any_request():
+    with pytest.raises(ValueError, match="expected a base URL like http://"):
+        load.closed_loop("127.0.0.1:8000", "/", workers=2, requests=1)
+
+
 def test_a_broken_app_fails_fast_with_its_log():
     broken = load.serve_app("labkit.no_such_module:app", timeout_s=20)
     with pytest.raises(load.LoadError, match="exited with code") as failure, broken:
