@@ -164,3 +164,23 @@ def _wait_closed(port: int, seconds: float = 10) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+
+def test_pausing_freezes_connections_already_open(postgres):
+    """An outage must hit open connections too (pooled clients), not only new ones."""
+    if postgres.backend == "external":
+        pytest.skip("labkit cannot pause a server it does not run")
+    import threading
+
+    params = dict(host=postgres.host, port=postgres.port, user=postgres.username,
+                  password=postgres.password, dbname="labkit", autocommit=True)
+    with psycopg.connect(**params) as conn:
+        answers = []
+        query = threading.Thread(target=lambda: answers.append(conn.execute("select 1").fetchone()))
+        with services.paused("postgres"):
+            query.start()
+            query.join(timeout=1)
+            assert query.is_alive() and not answers, "a paused server answered an open connection"
+        query.join(timeout=10)
+        assert answers == [(1,)], "the query should complete once the server resumes"

@@ -66,16 +66,24 @@ class LocalHandle:
         self.record = record
         self.endpoint = endpoint
 
+    def _processes(self) -> list[psutil.Process]:
+        # PostgreSQL moves each connection's backend into a process group of its own,
+        # so stopping the group alone would leave open connections answering.
+        leader = psutil.Process(self.executor.process.pid)
+        return [leader, *leader.children(recursive=True)]
+
     def pause(self) -> None:
-        os.killpg(self.executor.process.pid, signal.SIGSTOP)
+        for proc in self._processes():
+            proc.suspend()
 
     def resume(self) -> None:
-        os.killpg(self.executor.process.pid, signal.SIGCONT)
+        for proc in reversed(self._processes()):
+            proc.resume()
 
     def stop(self) -> None:
         try:
             self.resume()
-        except ProcessLookupError:
+        except psutil.NoSuchProcess:
             pass
         try:
             self.executor.stop()
