@@ -41,3 +41,5 @@ register(
         default_port=5672,
     )
 )
+
+from labkit.services import aws as _aws  # noqa: F401  (registers "aws": S3, SQS… via moto)
