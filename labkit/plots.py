@@ -103,35 +103,51 @@ def over_time(runs: Runs, *, bucket_s: float = 0.25, title: str = "Over time") -
     return fig
 
 
-def capacity(sweep_result: pd.DataFrame, *, title: str | None = None) -> Figure:
-    """Throughput and p99 against load, from ``load.sweep()``, with the knee marked."""
-    knee = load.find_knee(sweep_result)
-    level = sweep_result.index.name or "load"
-    fig, left = plt.subplots(figsize=(8, 4))
+def capacity(sweeps: pd.DataFrame | Mapping[str, pd.DataFrame], *,
+             title: str | None = None) -> Figure:
+    """Throughput (solid) and p99 (dashed) against load, from ``load.sweep()``, with each
+    sweep's knee marked; pass ``{"cold": a, "warm": b}`` to compare sweeps."""
+    named = dict(sweeps) if isinstance(sweeps, Mapping) else {"": sweeps}
+    level = next(iter(named.values())).index.name or "load"
+    fig, left = plt.subplots(figsize=(8, 4.5))
     right = left.twinx()
-    left.plot(sweep_result.index, sweep_result["throughput_rps"], "o-", color="C0",
-              label="throughput")
-    right.plot(sweep_result.index, sweep_result["p99_ms"], "s-", color="C3", label="p99 latency")
-    left.axvline(knee, color="grey", linestyle=":", linewidth=1.5)
-    at_knee = sweep_result.loc[knee]
-    left.annotate(
-        f"knee: {level.replace('_', ' ')} = {knee:g}\n{at_knee['throughput_rps']:,.0f} req/s, "
-        f"p99 {at_knee['p99_ms']:,.1f} ms",
-        xy=(knee, at_knee["throughput_rps"]), xytext=(10, -40), textcoords="offset points",
-        arrowprops={"arrowstyle": "->", "color": "grey"}, fontsize=9,
-    )
-    if "generator_bound" in sweep_result and sweep_result["generator_bound"].any():
-        bound = sweep_result[sweep_result["generator_bound"]]
-        left.scatter(bound.index, bound["throughput_rps"], s=160, facecolors="none",
-                     edgecolors="orange", label="generator-bound point")
-    left.set(xlabel=level.replace("_", " "), ylabel="throughput (req/s)",
-             title=title or f"Capacity: throughput and p99 against {level.replace('_', ' ')}")
-    right.set_ylabel("p99 latency (ms)", color="C3")
+    notes = []
+    for (name, sweep), color in zip(named.items(), _colors()):
+        prefix = f"{name}: " if name else ""
+        knee = load.find_knee(sweep)
+        left.plot(sweep.index, sweep["throughput_rps"], "o-", color=color,
+                  label=f"{prefix}throughput")
+        right.plot(sweep.index, sweep["p99_ms"], "s--", color=color, alpha=0.7,
+                   label=f"{prefix}p99 latency")
+        left.axvline(knee, color=color, linestyle=":", linewidth=1.5)
+        left.plot([knee], [sweep.loc[knee, "throughput_rps"]], "*", color=color, markersize=16)
+        notes.append(f"{prefix}knee at {level.replace('_', ' ')} = {knee:g}: "
+                     f"{sweep.loc[knee, 'throughput_rps']:,.0f} req/s, "
+                     f"p99 {sweep.loc[knee, 'p99_ms']:,.1f} ms")
+        if "generator_bound" in sweep and sweep["generator_bound"].any():
+            bound = sweep[sweep["generator_bound"]]
+            left.scatter(bound.index, bound["throughput_rps"], s=160, facecolors="none",
+                         edgecolors="orange", label=f"{prefix}generator-bound")
+    levels = np.concatenate([sweep.index.to_numpy(dtype=float) for sweep in named.values()])
+    if levels.min() > 0 and levels.max() / levels.min() >= 8:
+        left.set_xscale("log", base=2)  # levels like 1, 2, 4 … 32 spread evenly
+    left.set_xticks(sorted(set(levels)))
+    left.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
+    left.minorticks_off()
+    label = level.replace("_", " ")
+    left.set(xlabel=label, ylabel="throughput (req/s, solid)",
+             title=title or f"Capacity: throughput and p99 against {label}")
+    right.set_ylabel("p99 latency (ms, dashed)")
     left.set_ylim(bottom=0)
     right.set_ylim(bottom=0)
-    left.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
-    handles = [*left.get_legend_handles_labels()[0], *right.get_legend_handles_labels()[0]]
-    left.legend(handles=handles, loc="center right", fontsize=9)
+    left.text(0.98, 0.04, "\n".join(notes), transform=left.transAxes, ha="right",
+              va="bottom", fontsize=9, bbox={"boxstyle": "round", "fc": "white", "alpha": 0.85})
+    handles, labels = [], []
+    for ax in (left, right):
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    left.legend(handles, labels, loc="upper left", fontsize=8)
     left.grid(alpha=0.3)
     return fig
 

@@ -57,8 +57,17 @@ def test_capacity_marks_the_knee(runs, tmp_path):
 
     knee = load.find_knee(sweep)
     notes = [text.get_text() for text in fig.axes[0].texts]
-    assert any(note.startswith(f"knee: workers = {knee:g}") for note in notes)
+    assert any(note.startswith(f"knee at workers = {knee:g}:") for note in notes)
     assert plots.save(fig, "capacity", tmp_path).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_capacity_compares_sweeps_with_a_knee_each(runs):
+    _, sweep = runs
+
+    fig = plots.capacity({"cold": sweep, "warm": sweep})
+
+    note = fig.axes[0].texts[0].get_text()
+    assert note.count("knee at workers") == 2 and "cold: " in note and "warm: " in note
 
 
 def test_save_defaults_to_labkit_out(monkeypatch, tmp_path, runs):
