@@ -99,7 +99,7 @@ def over_time(runs: Runs, *, bucket_s: float = 0.25, title: str = "Over time") -
     bottom.set(xlabel="time since the run started (s)", ylabel="responses / s")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-    _legend(top, named, always=True)
+    top.legend(fontsize=9, loc="upper right")
     return fig
 
 
@@ -164,6 +164,6 @@ def _colors() -> list[str]:
     return [f"C{i}" for i in range(10)]
 
 
-def _legend(ax: plt.Axes, named: Mapping[str, pd.DataFrame], always: bool = False) -> None:
-    if always or len(named) > 1:
+def _legend(ax: plt.Axes, named: Mapping[str, pd.DataFrame]) -> None:
+    if len(named) > 1:
         ax.legend(fontsize=9)
