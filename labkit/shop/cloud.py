@@ -15,12 +15,19 @@ the bucket or queue and says what to do.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from labkit.services import Endpoint
 
@@ -72,41 +79,45 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+@contextmanager
+def _unreachable_is_explained(client: Any) -> Iterator[None]:
+    try:
+        yield
+    except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
+        raise CloudError(
+            f"cannot reach {client.meta.service_model.service_name.upper()} at "
+            f"{client.meta.endpoint_url} ({exc.__class__.__name__}): is the emulator running? "
+            "In a lesson, take the endpoint from labkit: AwsConfig.from_endpoint(services.get('aws'))"
+        ) from None
+
+
 class StorageService:
     """Buckets and objects in S3."""
 
     def __init__(self, s3_client: Any) -> None:
         self.s3 = s3_client
 
+    @contextmanager
+    def _explained(self, bucket: str, key: str | None = None) -> Iterator[None]:
+        """Turn boto3's errors into CloudErrors that name the bucket and say what to do."""
+        with _unreachable_is_explained(self.s3):
+            try:
+                yield
+            except ClientError as exc:
+                raise self._explain(exc, bucket, key) from None
+
     def create_bucket(self, bucket: str) -> None:
         region = self.s3.meta.region_name
         # us-east-1 is S3's default and refuses to be named as a location constraint.
-        options = (
-            {}
-            if region == "us-east-1"
-            else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-        )
-        try:
+        location = {"LocationConstraint": region}
+        options = {} if region == "us-east-1" else {"CreateBucketConfiguration": location}
+        with self._explained(bucket):
             self.s3.create_bucket(Bucket=bucket, **options)
-        except ClientError as exc:
-            if _error_code(exc) == "InvalidBucketName":
-                raise CloudError(
-                    f"{bucket!r} is not a valid bucket name: use 3-63 lowercase letters, "
-                    "digits, dots or hyphens, starting and ending with a letter or digit"
-                ) from None
-            raise self._explain(exc, bucket) from None
 
     def delete_bucket(self, bucket: str) -> None:
         """Delete an *empty* bucket."""
-        try:
+        with self._explained(bucket):
             self.s3.delete_bucket(Bucket=bucket)
-        except ClientError as exc:
-            if _error_code(exc) == "BucketNotEmpty":
-                raise CloudError(
-                    f"bucket {bucket!r} still holds objects {self.list_keys(bucket)[:5]}: "
-                    "delete them first"
-                ) from None
-            raise self._explain(exc, bucket) from None
 
     def upload(
         self,
@@ -116,39 +127,39 @@ class StorageService:
         content_type: str = "application/octet-stream",
     ) -> str:
         """Store `data` under `key`; returns the object's URL."""
-        try:
+        with self._explained(bucket, key):
             self.s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
-        except ClientError as exc:
-            raise self._explain(exc, bucket, key) from None
         return f"{self.s3.meta.endpoint_url}/{bucket}/{key}"
 
     def download(self, bucket: str, key: str) -> bytes:
-        try:
-            response = self.s3.get_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            raise self._explain(exc, bucket, key) from None
-        return response["Body"].read()
+        with self._explained(bucket, key):
+            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def delete_object(self, bucket: str, key: str) -> None:
-        try:
+        with self._explained(bucket, key):
             self.s3.delete_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            raise self._explain(exc, bucket, key) from None
 
     def list_keys(self, bucket: str) -> list[str]:
-        try:
+        with self._explained(bucket):
             pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
             return [item["Key"] for page in pages for item in page.get("Contents", [])]
-        except ClientError as exc:
-            raise self._explain(exc, bucket) from None
 
-    @staticmethod
-    def _explain(exc: ClientError, bucket: str, key: str | None = None) -> CloudError:
+    def _explain(self, exc: ClientError, bucket: str, key: str | None) -> CloudError:
         code = _error_code(exc)
         if code == "NoSuchBucket":
             return CloudError(f"bucket {bucket!r} does not exist: create it first")
         if code in ("NoSuchKey", "404"):
             return CloudError(f"no object {key!r} in bucket {bucket!r}")
+        if code == "InvalidBucketName":
+            return CloudError(
+                f"{bucket!r} is not a valid bucket name: use 3-63 lowercase letters, "
+                "digits, dots or hyphens, starting and ending with a letter or digit"
+            )
+        if code == "BucketNotEmpty":
+            return CloudError(
+                f"bucket {bucket!r} still holds objects {self.list_keys(bucket)[:5]}: "
+                "delete them first"
+            )
         if code == "BucketAlreadyOwnedByYou":
             return CloudError(f"bucket {bucket!r} already exists (and is yours)")
         return CloudError(f"S3 refused the request on bucket {bucket!r}: {exc}")
@@ -167,18 +178,26 @@ class QueueService:
     def __init__(self, sqs_client: Any) -> None:
         self.sqs = sqs_client
 
+    @contextmanager
+    def _explained(self, queue: str) -> Iterator[None]:
+        """Turn boto3's errors into CloudErrors that name the queue and say what to do."""
+        with _unreachable_is_explained(self.sqs):
+            try:
+                yield
+            except ClientError as exc:
+                code = _error_code(exc)
+                if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+                    raise CloudError(f"queue {queue} does not exist: create it first") from None
+                raise CloudError(f"SQS refused the request on {queue}: {exc}") from None
+
     def create_queue(self, name: str) -> str:
         """Create the queue (or find it, if it exists with the same attributes); its URL."""
-        try:
+        with self._explained(name):
             return self.sqs.create_queue(QueueName=name)["QueueUrl"]
-        except ClientError as exc:
-            raise CloudError(f"could not create queue {name!r}: {exc}") from None
 
     def delete_queue(self, queue_url: str) -> None:
-        try:
+        with self._explained(queue_url):
             self.sqs.delete_queue(QueueUrl=queue_url)
-        except ClientError as exc:
-            raise self._explain(exc, queue_url) from None
 
     def send_json(self, queue_url: str, message: Any) -> str:
         """Send `message` as JSON; returns SQS's message id."""
@@ -186,10 +205,8 @@ class QueueService:
             body = json.dumps(message)
         except TypeError as exc:
             raise CloudError(f"message is not JSON-serialisable: {exc}") from None
-        try:
+        with self._explained(queue_url):
             return self.sqs.send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
-        except ClientError as exc:
-            raise self._explain(exc, queue_url) from None
 
     def receive(
         self, queue_url: str, max_messages: int = 10, wait_seconds: int = 1
@@ -199,12 +216,10 @@ class QueueService:
         A received message stays in the queue, invisible for a while: `delete_message`
         it once handled, or it comes back (at-least-once delivery).
         """
-        try:
+        with self._explained(queue_url):
             response = self.sqs.receive_message(
                 QueueUrl=queue_url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=wait_seconds
             )
-        except ClientError as exc:
-            raise self._explain(exc, queue_url) from None
         return [
             ReceivedMessage(
                 body=json.loads(m["Body"]),
@@ -215,13 +230,5 @@ class QueueService:
         ]
 
     def delete_message(self, queue_url: str, receipt_handle: str) -> None:
-        try:
+        with self._explained(queue_url):
             self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt_handle)
-        except ClientError as exc:
-            raise self._explain(exc, queue_url) from None
-
-    @staticmethod
-    def _explain(exc: ClientError, queue_url: str) -> CloudError:
-        if "NonExistentQueue" in _error_code(exc) or "QueueDoesNotExist" in _error_code(exc):
-            return CloudError(f"queue {queue_url} does not exist: create it first")
-        return CloudError(f"SQS refused the request on {queue_url}: {exc}")

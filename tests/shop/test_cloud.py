@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from labkit.services import Endpoint
-from labkit.shop.cloud import CloudError, QueueService, StorageService
+from labkit.shop.cloud import AwsConfig, CloudError, QueueService, StorageService
 
 # Until labkit.plugin_aws is registered as a pytest11 plugin.
 pytest_plugins = ["labkit.plugin_aws"]
@@ -133,3 +133,9 @@ def test_an_undeleted_message_comes_back(
 def test_messages_must_be_json(queues: QueueService, sqs_queue: str) -> None:
     with pytest.raises(CloudError, match="not JSON-serialisable"):
         queues.send_json(sqs_queue, {"when": object()})
+
+
+def test_an_unreachable_endpoint_is_explained() -> None:
+    storage = StorageService(AwsConfig(endpoint_url="http://127.0.0.1:9", timeout=1.0).client("s3"))
+    with pytest.raises(CloudError, match=r"cannot reach S3 at http://127.0.0.1:9 .*emulator"):
+        storage.upload("any-bucket", "k", b"v")
