@@ -20,7 +20,17 @@ def setup(start: Iterable[str] = ()) -> None:
     """
     import ipytest
 
-    ipytest.autoconfig(raise_on_error=True, addopts=["-q", "--no-header", "-p", "no:cacheprovider"])
+    ipytest.autoconfig(
+        raise_on_error=True,
+        addopts=[
+            "-q",
+            "--no-header",
+            "-p", "no:cacheprovider",
+            # pytest cannot rewrite asserts in plugins the kernel imported before it
+            # (anyio, via httpx); harmless, and noise in every cell.
+            "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        ],
+    )
     exercises.register_magics()
     print(report())
     for name in start:

@@ -184,3 +184,20 @@ def test_pausing_freezes_connections_already_open(postgres):
             assert query.is_alive() and not answers, "a paused server answered an open connection"
         query.join(timeout=10)
         assert answers == [(1,)], "the query should complete once the server resumes"
+
+
+@pytest.mark.docker
+def test_auto_falls_back_to_local_when_the_image_cannot_be_had():
+    """Offline venue: an engine answers but the image can't be pulled; binaries exist."""
+    from labkit.services.docker import engine_answers
+
+    if not engine_answers():
+        pytest.skip("needs a Docker engine")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_REDIS")}
+    env.update(LABKIT_BACKEND="auto", LABKIT_REDIS_IMAGE="labkit/no-such-image:0")
+    result = subprocess.run(
+        [sys.executable, "-c", "from labkit import services; print(services.get('redis').backend)"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.stdout.strip().endswith("local"), result.stdout + result.stderr
+    assert "using local binaries for redis instead" in result.stdout

@@ -50,6 +50,7 @@ __all__ = [
     "stop_all",
 ]
 
+AUTO_DOCKER = "engine answers"
 _SPECS: dict[str, ServiceSpec] = {}
 _RUNNING: dict[str, Handle] = {}
 _LOCK = threading.RLock()
@@ -90,8 +91,8 @@ def backend_for(name: str) -> tuple[str, str]:
     if name in up_urls():
         return "external", "labkit up"
     if spec.start_docker is not None and _docker.engine_answers():
-        return "docker", "engine answers"
-    if spec.start_local is not None and all(_binary_found(b) for b in spec.local_binaries):
+        return "docker", AUTO_DOCKER
+    if _local_possible(spec):
         return "local", "binaries found"
     raise ServiceError(
         f"no backend can provide {name}: set {spec.url_env}=…, or start Docker "
@@ -126,6 +127,10 @@ def check(name: str) -> tuple[str, str]:
                                f"{spec.url_env}={endpoint_example(name)}")
         spec.from_url(url)
     return backend, reason
+
+
+def _local_possible(spec: ServiceSpec) -> bool:
+    return spec.start_local is not None and all(_binary_found(b) for b in spec.local_binaries)
 
 
 def _binary_found(name: str) -> bool:
@@ -173,8 +178,16 @@ def handle(name: str) -> Handle:
     with _LOCK:
         if name not in _RUNNING:
             spec = _spec(name)
-            backend, _ = backend_for(name)
-            _RUNNING[name] = _start(spec, backend, current_owner())
+            backend, reason = backend_for(name)
+            try:
+                _RUNNING[name] = _start(spec, backend, current_owner())
+            except _docker.ImageUnavailable as exc:
+                if reason != AUTO_DOCKER or not _local_possible(spec):
+                    raise
+                # auto promised "whatever works here": an engine without images and no
+                # registry (offline venue) is not a reason to stop when binaries exist.
+                print(f"labkit: {exc}\nlabkit: using local binaries for {name} instead.")
+                _RUNNING[name] = _start(spec, "local", current_owner())
         return _RUNNING[name]
 
 

@@ -27,6 +27,10 @@ from labkit.services.ownership import sweep_containers
 LOOPBACK = "127.0.0.1"
 
 
+class ImageUnavailable(ServiceError):
+    """The image is neither on this machine nor pullable (no registry, offline venue)."""
+
+
 def docker_host() -> str:
     return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
@@ -124,7 +128,7 @@ def _ensure_image(image: str) -> None:
     try:
         docker_client().images.pull(image)
     except APIError as exc:
-        raise ServiceError(
+        raise ImageUnavailable(
             f"image {image} is not on this machine and could not be pulled ({exc.explanation}). "
             "Without a registry, build it with `bash ci/images/build` and point "
             "LABKIT_<SERVICE>_IMAGE at it, or use LABKIT_BACKEND=local."
