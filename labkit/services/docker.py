@@ -135,6 +135,33 @@ def _ensure_image(image: str) -> None:
         ) from None
 
 
+def _run(
+    container: DockerContainer,
+    service: str,
+    port: int,
+    owner: Owner,
+    url: str,
+    username: str | None = None,
+    password: str | None = None,
+) -> ContainerHandle:
+    """Start a prepared container and describe it; `url` has a ``{port}`` placeholder."""
+    _prepare(container, port, owner, service)
+    seconds = _start(container, service)
+    host_port = int(container.get_exposed_port(port))
+    endpoint = Endpoint(
+        service=service,
+        backend="docker",
+        url=url.format(port=host_port),
+        host=LOOPBACK,
+        port=host_port,
+        username=username,
+        password=password,
+        ready_seconds=seconds,
+        origin=container.image,
+    )
+    return ContainerHandle(container, endpoint)
+
+
 def start_postgres_container(image: str, owner: Owner) -> ContainerHandle:
     username, password = random_username("labkit"), random_secret()
     container = PostgresContainer(
@@ -142,57 +169,19 @@ def start_postgres_container(image: str, owner: Owner) -> ContainerHandle:
     )
     # Tests need no durability: turning it off makes commits ~10x cheaper.
     container.with_command("postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-    _prepare(container, 5432, owner, "postgres")
-    seconds = _start(container, "postgres")
-    port = int(container.get_exposed_port(5432))
-    endpoint = Endpoint(
-        service="postgres",
-        backend="docker",
-        url=f"postgresql+psycopg://{username}:{password}@{LOOPBACK}:{port}/labkit",
-        host=LOOPBACK,
-        port=port,
-        username=username,
-        password=password,
-        ready_seconds=seconds,
-        origin=image,
-    )
-    return ContainerHandle(container, endpoint)
+    url = f"postgresql+psycopg://{username}:{password}@{LOOPBACK}:{{port}}/labkit"
+    return _run(container, "postgres", 5432, owner, url, username, password)
 
 
 def start_redis_container(image: str, owner: Owner) -> ContainerHandle:
     password = random_secret()
     container = RedisContainer(image, password=password)
-    _prepare(container, 6379, owner, "redis")
-    seconds = _start(container, "redis")
-    port = int(container.get_exposed_port(6379))
-    endpoint = Endpoint(
-        service="redis",
-        backend="docker",
-        url=f"redis://:{password}@{LOOPBACK}:{port}/0",
-        host=LOOPBACK,
-        port=port,
-        password=password,
-        ready_seconds=seconds,
-        origin=image,
-    )
-    return ContainerHandle(container, endpoint)
+    url = f"redis://:{password}@{LOOPBACK}:{{port}}/0"
+    return _run(container, "redis", 6379, owner, url, password=password)
 
 
 def start_rabbitmq_container(image: str, owner: Owner) -> ContainerHandle:
     username, password = random_username("labkit"), random_secret()
     container = RabbitMqContainer(image, username=username, password=password)
-    _prepare(container, 5672, owner, "rabbitmq")
-    seconds = _start(container, "rabbitmq")
-    port = int(container.get_exposed_port(5672))
-    endpoint = Endpoint(
-        service="rabbitmq",
-        backend="docker",
-        url=f"amqp://{username}:{password}@{LOOPBACK}:{port}/%2F",
-        host=LOOPBACK,
-        port=port,
-        username=username,
-        password=password,
-        ready_seconds=seconds,
-        origin=image,
-    )
-    return ContainerHandle(container, endpoint)
+    url = f"amqp://{username}:{password}@{LOOPBACK}:{{port}}/%2F"
+    return _run(container, "rabbitmq", 5672, owner, url, username, password)
