@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from labkit import services
 from labkit.services import Endpoint
-from labkit.shop.cloud import AwsConfig
+
+if TYPE_CHECKING:
+    # boto3 is imported only by tests that use these fixtures: it costs every other
+    # pytest run (and every %%ipytest cell's first session) a noticeable moment.
+    from labkit.shop.cloud import AwsConfig
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +35,8 @@ def aws() -> Endpoint:
 
 @pytest.fixture(scope="session")
 def aws_config(aws: Endpoint) -> AwsConfig:
+    from labkit.shop.cloud import AwsConfig
+
     return AwsConfig.from_endpoint(aws)
 
 

@@ -106,7 +106,9 @@ class OrderEventConsumer:
     The counters live in PostgreSQL, updated in the transaction that records the
     message id: applied exactly once per event. The cache is written *after* that
     commit from the counters' committed values, so it never shows a count the
-    database does not have; a failed cache write is healed by the next event.
+    database does not have; a failed cache write is healed by the next event. With
+    several consumers a slower one may write an older snapshot last: the cache is
+    eventually consistent, corrected by the next event, never ahead of the database.
     """
 
     name = "order-events-consumer"
