@@ -39,6 +39,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import pika
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -72,24 +73,39 @@ class OrderTopology:
         return f"{self.orders}.dead"
 
 
+class TopologyConflict(RuntimeError):
+    """A queue exists under one of the worker's names but with other arguments."""
+
+
 def declare_topology(channel: BlockingChannel, topology: OrderTopology = OrderTopology()) -> None:
     """Declare the durable queues and the retry loop between them (idempotent)."""
-    channel.queue_declare(topology.dead, durable=True)
-    channel.queue_declare(topology.notifications, durable=True)
-    channel.queue_declare(
-        topology.retry,
-        durable=True,
-        arguments={
-            "x-message-ttl": topology.retry_delay_ms,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": topology.orders,
-        },
-    )
-    channel.queue_declare(
-        topology.orders,
-        durable=True,
-        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.retry},
-    )
+    queues: list[tuple[str, dict[str, Any]]] = [
+        (topology.dead, {}),
+        (topology.notifications, {}),
+        (
+            topology.retry,
+            {
+                "x-message-ttl": topology.retry_delay_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": topology.orders,
+            },
+        ),
+        (
+            topology.orders,
+            {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.retry},
+        ),
+    ]
+    for queue, arguments in queues:
+        try:
+            channel.queue_declare(queue, durable=True, arguments=arguments or None)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:  # PRECONDITION_FAILED: same name, other arguments
+                raise
+            raise TopologyConflict(
+                f"queue {queue!r} already exists with other arguments than the order worker's "
+                f"{arguments or '(none)'} ({exc.reply_text}). Delete it (rabbitmqctl "
+                "delete_queue, or channel.queue_delete) or give OrderTopology other names."
+            ) from None
 
 
 class OrderLine(BaseModel):

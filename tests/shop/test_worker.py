@@ -28,6 +28,7 @@ from labkit.shop.worker import (
     OrderMessage,
     OrderTopology,
     OrderWorker,
+    TopologyConflict,
     declare_topology,
     record_order,
 )
@@ -347,3 +348,12 @@ def test_stop_ends_a_running_worker(make_worker: Callable[..., OrderWorker]) -> 
     worker.stop()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_a_conflicting_queue_is_explained(
+    amqp_connection: pika.BlockingConnection, topology: OrderTopology
+) -> None:
+    amqp_connection.channel().queue_declare(topology.orders, durable=True)  # plain, no retry loop
+
+    with pytest.raises(TopologyConflict, match=f"queue '{topology.orders}' already exists"):
+        declare_topology(amqp_connection.channel(), topology)
