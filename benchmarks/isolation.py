@@ -70,7 +70,7 @@ def time_to_ready(backend: str) -> list[dict]:
         try:
             endpoint = services.get(name)
         except services.ServiceError as exc:
-            rows.append({"service": name, "ready": None, "note": str(exc).split(" (")[0]})
+            rows.append({"service": name, "ready": None, "note": str(exc).splitlines()[0][:120]})
             continue
         wall = time.perf_counter() - began
         note = "given by URL: already running" if backend == "external" else endpoint.origin
