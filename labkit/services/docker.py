@@ -93,15 +93,58 @@ class ContainerHandle:
         self.container.stop()
 
 
+def engine_is_local() -> bool:
+    """True when the engine runs on this machine (a unix socket or named pipe)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return host == "" or host.startswith(("unix://", "npipe://"))
+
+
+def _reach_published_ports_on_loopback() -> None:
+    """Tell testcontainers to find our ports on 127.0.0.1, where we publish them.
+
+    Where /.dockerenv exists (CI runners, dev containers) testcontainers assumes it
+    runs inside a container and probes the bridge gateway instead, which never answers
+    for loopback-only ports. Explicit TESTCONTAINERS_* settings still win.
+    """
+    from testcontainers.core.config import ConnectionMode, testcontainers_config
+
+    if not os.environ.get("TESTCONTAINERS_CONNECTION_MODE"):
+        testcontainers_config.connection_mode_override = ConnectionMode.docker_host
+    if not (os.environ.get("TESTCONTAINERS_HOST_OVERRIDE") or os.environ.get("TC_HOST")):
+        testcontainers_config.tc_host_override = LOOPBACK
+
+
 def _prepare(container: DockerContainer, port: int, owner: Owner, service: str) -> None:
-    """Label the container with its owner and publish `port` on loopback only."""
+    """Label the container with its owner; publish `port` on loopback for a local engine."""
     container.with_kwargs(labels={**owner.labels, "labkit.service": service})
-    container.ports[str(port)] = (LOOPBACK, None)
+    if engine_is_local():
+        _reach_published_ports_on_loopback()
+        container.ports[str(port)] = (LOOPBACK, None)
+
+
+@lru_cache(maxsize=1)
+def _use_ryuk_where_it_can_run() -> None:
+    """Keep testcontainers' Ryuk reaper where its image can be had; else rely on labkit's sweep.
+
+    Without a registry the reaper's image cannot be pulled and every start would fail;
+    labkit labels its containers and sweeps those of dead owners, so nothing leaks.
+    """
+    from testcontainers.core.config import testcontainers_config
+
+    if testcontainers_config.ryuk_disabled:
+        return
+    image = testcontainers_config.ryuk_image
+    try:
+        _ensure_image(image)
+    except ImageUnavailable:
+        print(f"labkit: Ryuk ({image}) unavailable; labkit's own sweep removes orphans.")
+        testcontainers_config.ryuk_disabled = True
 
 
 def _start(container: DockerContainer, service: str) -> float:
     client = docker_client()
     sweep_containers(client)
+    _use_ryuk_where_it_can_run()
     _ensure_image(container.image)
     began = time.perf_counter()
     try:
@@ -144,15 +187,16 @@ def _run(
     username: str | None = None,
     password: str | None = None,
 ) -> ContainerHandle:
-    """Start a prepared container and describe it; `url` has a ``{port}`` placeholder."""
+    """Start a container and describe it; `url` has ``{host}`` and ``{port}`` placeholders."""
     _prepare(container, port, owner, service)
     seconds = _start(container, service)
+    host = LOOPBACK if engine_is_local() else container.get_container_host_ip()
     host_port = int(container.get_exposed_port(port))
     endpoint = Endpoint(
         service=service,
         backend="docker",
-        url=url.format(port=host_port),
-        host=LOOPBACK,
+        url=url.format(host=host, port=host_port),
+        host=host,
         port=host_port,
         username=username,
         password=password,
@@ -169,19 +213,19 @@ def start_postgres_container(image: str, owner: Owner) -> ContainerHandle:
     )
     # Tests need no durability: turning it off makes commits ~10x cheaper.
     container.with_command("postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-    url = f"postgresql+psycopg://{username}:{password}@{LOOPBACK}:{{port}}/labkit"
+    url = f"postgresql+psycopg://{username}:{password}@{{host}}:{{port}}/labkit"
     return _run(container, "postgres", 5432, owner, url, username, password)
 
 
 def start_redis_container(image: str, owner: Owner) -> ContainerHandle:
     password = random_secret()
     container = RedisContainer(image, password=password)
-    url = f"redis://:{password}@{LOOPBACK}:{{port}}/0"
+    url = f"redis://:{password}@{{host}}:{{port}}/0"
     return _run(container, "redis", 6379, owner, url, password=password)
 
 
 def start_rabbitmq_container(image: str, owner: Owner) -> ContainerHandle:
     username, password = random_username("labkit"), random_secret()
     container = RabbitMqContainer(image, username=username, password=password)
-    url = f"amqp://{username}:{password}@{LOOPBACK}:{{port}}/%2F"
+    url = f"amqp://{username}:{password}@{{host}}:{{port}}/%2F"
     return _run(container, "rabbitmq", 5672, owner, url, username, password)
