@@ -63,4 +63,5 @@ def _example(service: str) -> str:
         "postgres": "postgresql://user:pass@127.0.0.1:5432/db",
         "redis": "redis://127.0.0.1:6379/0",
         "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/%2F",
+        "aws": "http://127.0.0.1:4566",
     }.get(service, f"{service}://host:port")

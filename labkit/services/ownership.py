@@ -78,6 +78,8 @@ def local_records() -> Iterator[LocalRecord]:
     for path in sorted(state_dir().glob("*.json")):
         try:
             yield LocalRecord(**json.loads(path.read_text()))
+        except OSError:
+            continue  # another process swept it while we listed
         except (ValueError, TypeError):
             path.unlink(missing_ok=True)
 

@@ -15,7 +15,6 @@ from labkit.services import Endpoint
 from labkit.shop.cloud import AwsConfig, CloudError, QueueService, StorageService
 
 # Until labkit.plugin_aws is registered as a pytest11 plugin.
-pytest_plugins = ["labkit.plugin_aws"]
 
 
 def unique(prefix: str) -> str:
