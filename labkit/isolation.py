@@ -51,6 +51,8 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from labkit.plugin import rolled_back_session
+
 STRATEGIES = ("savepoint", "delete", "truncate", "template database")
 SAVEPOINT_TARGET_SECONDS = 0.001
 REFERENCE_TAGS = 100
@@ -164,15 +166,9 @@ def run_test_body(session: Session, schema: Schema) -> int:
 @contextmanager
 def savepoint_session(engine: Engine, schema: Schema, template: str) -> Iterator[Session]:
     """labkit's db_session: an outer transaction rolled back, commits become SAVEPOINTs."""
-    with engine.connect() as connection:
-        outer = connection.begin()
-        session = Session(bind=connection, join_transaction_mode="create_savepoint")
+    with rolled_back_session(engine) as session:
         session.connection()
-        try:
-            yield session
-        finally:
-            session.close()
-            outer.rollback()
+        yield session
 
 
 @contextmanager

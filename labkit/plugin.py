@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import pika
@@ -88,16 +89,16 @@ def db_engine(postgres: Endpoint) -> Engine:
     return engine_for(postgres.url)
 
 
-@pytest.fixture
-def db_session(db_engine: Engine) -> Iterator[Session]:
-    """A session whose every write is rolled back after the test.
+@contextmanager
+def rolled_back_session(engine: Engine) -> Iterator[Session]:
+    """A session whose every write is rolled back at the end of the block.
 
-    The SQLAlchemy 2.0 recipe: the test runs inside an outer transaction on one
+    The SQLAlchemy 2.0 recipe: everything runs inside an outer transaction on one
     connection; the session's own commit() and rollback() work on SAVEPOINTs inside it
     (``join_transaction_mode="create_savepoint"``), so code under test may commit
-    freely and still nothing reaches the next test.
+    freely and still nothing outlives the block.
     """
-    with db_engine.connect() as connection:
+    with engine.connect() as connection:
         outer = connection.begin()
         session = Session(bind=connection, join_transaction_mode="create_savepoint")
         try:
@@ -105,6 +106,13 @@ def db_session(db_engine: Engine) -> Iterator[Session]:
         finally:
             session.close()
             outer.rollback()
+
+
+@pytest.fixture
+def db_session(db_engine: Engine) -> Iterator[Session]:
+    """A session whose every write, commits included, is rolled back after the test."""
+    with rolled_back_session(db_engine) as session:
+        yield session
 
 
 # -- Redis --------------------------------------------------------------------------
