@@ -102,17 +102,25 @@ def check_magic(line: str, cell: str) -> None:
     ipytest.clean()
     _shell().run_cell(cell).raise_error()
     outcome = _Outcome()
-    code = ipytest.run("-q", plugins=[outcome], raise_on_error=False)
+    # pytest's terminal report is off: an untouched stub should read as one calm line,
+    # not a traceback per test. Failures are printed below, in full.
+    code = ipytest.run(
+        "-p", "no:terminal", "-p", "no:cacheprovider",
+        plugins=[outcome], raise_on_error=False, addopts=[], defopts=True,
+    )
     if code == 0 and outcome.passed:
         print(f"✅ '{name}' solved: {outcome.passed} check(s) passed.")
         return
     if outcome.not_attempted and not solutions_run():
         print(f"⏳ '{name}' not attempted yet: your function still raises NotImplementedError.")
         return
-    if code == 5 or not (outcome.passed or outcome.failed):
+    if not (outcome.passed or outcome.failed):
         raise ExerciseError(f"the check for '{name}' ran no test: define functions named test_*")
+    for report in outcome.failed:
+        print(f"✗ {report.head_line}\n{report.longreprtext}\n")
     raise ExerciseError(
-        f"❌ '{name}' is not solved yet: {len(outcome.failed)} check(s) failed (see above)."
+        f"❌ '{name}' is not solved yet: {len(outcome.failed)} of "
+        f"{len(outcome.failed) + outcome.passed} check(s) failed (see above)."
     )
 
 

@@ -7,8 +7,6 @@ from collections.abc import Iterable
 
 from labkit import exercises, services
 
-SERVICES = ("postgres", "redis", "rabbitmq")
-
 
 def setup(start: Iterable[str] = ()) -> None:
     """Make %%ipytest cells fail loudly, add the exercise magics, and say where services run.
@@ -42,7 +40,7 @@ def setup(start: Iterable[str] = ()) -> None:
 def report() -> str:
     """One line: which backend serves each service, and why."""
     parts = []
-    for name in SERVICES:
+    for name in services.specs():
         try:
             backend, reason = services.check(name)
             parts.append(f"{name} → {backend} ({reason})")

@@ -113,6 +113,9 @@ def check(name: str) -> tuple[str, str]:
         if spec.start_docker is None:
             raise ServiceError(f"{name} has no docker backend: set {spec.backend_env}=local")
         _docker.docker_client()
+        if not _docker.image_present(spec.image):
+            fallback = ", else local" if reason == AUTO_DOCKER and _local_possible(spec) else ""
+            reason += f"; {spec.image} pulled on first use{fallback}"
     elif backend == "local":
         missing = [b for b in spec.local_binaries if not _binary_found(b)]
         if missing or spec.start_local is None:
