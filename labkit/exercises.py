@@ -87,6 +87,10 @@ class _Outcome:
         elif report.passed and report.when == "call":
             self.passed += 1
 
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.failed.append(report)
+
     @property
     def not_attempted(self) -> bool:
         return bool(self.failed) and all(
@@ -103,9 +107,10 @@ def check_magic(line: str, cell: str) -> None:
     _shell().run_cell(cell).raise_error()
     outcome = _Outcome()
     # pytest's terminal report is off: an untouched stub should read as one calm line,
-    # not a traceback per test. Failures are printed below, in full.
+    # not a traceback per test. Failures are printed below, in full. The project's ini
+    # addopts are dropped too: their -ra needs the terminal report (a usage error without).
     code = ipytest.run(
-        "-p", "no:terminal", "-p", "no:cacheprovider",
+        "-p", "no:terminal", "-p", "no:cacheprovider", "-o", "addopts=",
         plugins=[outcome], raise_on_error=False, addopts=[], defopts=True,
     )
     if code == 0 and outcome.passed:
@@ -117,7 +122,7 @@ def check_magic(line: str, cell: str) -> None:
     if not (outcome.passed or outcome.failed):
         raise ExerciseError(f"the check for '{name}' ran no test: define functions named test_*")
     for report in outcome.failed:
-        print(f"✗ {report.head_line}\n{report.longreprtext}\n")
+        print(f"✗ {getattr(report, 'head_line', None) or report.nodeid}\n{report.longreprtext}\n")
     raise ExerciseError(
         f"❌ '{name}' is not solved yet: {len(outcome.failed)} of "
         f"{len(outcome.failed) + outcome.passed} check(s) failed (see above)."
