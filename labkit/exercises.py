@@ -17,6 +17,8 @@ stub, derived from the solution.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -78,7 +80,7 @@ class _Outcome:
     """Collects what each test did, to tell 'not attempted' from 'wrong'."""
 
     def __init__(self) -> None:
-        self.failed: list[pytest.TestReport] = []
+        self.failed: list[pytest.TestReport | pytest.CollectReport] = []
         self.passed = 0
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -106,26 +108,24 @@ def check_magic(line: str, cell: str) -> None:
     ipytest.clean()
     _shell().run_cell(cell).raise_error()
     outcome = _Outcome()
-    # pytest's terminal report is off: an untouched stub should read as one calm line,
-    # not a traceback per test. Failures are printed below, in full. The project's ini
-    # addopts are dropped too: their -ra needs the terminal report (a usage error without).
-    code = ipytest.run(
-        "-p", "no:terminal", "-p", "no:cacheprovider", "-o", "addopts=",
-        plugins=[outcome], raise_on_error=False, addopts=[], defopts=True,
-    )
+    # pytest's report is held back: an untouched stub should read as one calm line,
+    # not a traceback per test. Anything else shows the report in full.
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        code = ipytest.run("-q", "--tb=short", plugins=[outcome], raise_on_error=False)
     if code == 0 and outcome.passed:
         print(f"✅ '{name}' solved: {outcome.passed} check(s) passed.")
         return
     if outcome.not_attempted and not solutions_run():
         print(f"⏳ '{name}' not attempted yet: your function still raises NotImplementedError.")
         return
+    print(report.getvalue())
     if not (outcome.passed or outcome.failed):
-        raise ExerciseError(f"the check for '{name}' ran no test: define functions named test_*")
-    for report in outcome.failed:
-        print(f"✗ {getattr(report, 'head_line', None) or report.nodeid}\n{report.longreprtext}\n")
+        raise ExerciseError(
+            f"the check for '{name}' ran no test (pytest exit code {code}, report above)"
+        )
     raise ExerciseError(
-        f"❌ '{name}' is not solved yet: {len(outcome.failed)} of "
-        f"{len(outcome.failed) + outcome.passed} check(s) failed (see above)."
+        f"❌ '{name}' is not solved yet: {len(outcome.failed)} check(s) failed (see above)."
     )
 
 

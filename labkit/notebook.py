@@ -47,3 +47,37 @@ def report() -> str:
         except services.ServiceError as exc:
             parts.append(f"{name} → unavailable: {exc}")
     return "labkit: " + " · ".join(parts)
+
+
+class _FailureReasons:
+    """A pytest plugin that keeps each failed test's one-line reason."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.failed:
+            crash = getattr(report.longrepr, "reprcrash", None)
+            reason = crash.message.splitlines()[0] if crash else str(report.longrepr)
+            self.reasons.append(f"{report.head_line}: {reason}")
+
+
+def run_expecting_failure(*pytest_args: str, because: str, plugins: Iterable[object] = ()) -> list[str]:
+    """Run the notebook's tests against a deliberate bug and prove they catch it.
+
+    `pytest_args` select tests as on the command line (``"-k", "test_x"``); `plugins`
+    can swap the bug in (for instance a fixture that monkeypatches the app). Prints and
+    returns each failed test's reason; raises AssertionError if every test passed,
+    because then the tests cannot catch `because`.
+    """
+    import ipytest
+    import pytest
+
+    failures = _FailureReasons()
+    code = ipytest.run(
+        "-q", "--tb=no", *pytest_args, plugins=[*plugins, failures], raise_on_error=False
+    )
+    if code != pytest.ExitCode.TESTS_FAILED:
+        raise AssertionError(f"the tests should have caught {because} (pytest exit code {code})")
+    print(f"caught {because}:", *failures.reasons, sep="\n  ")
+    return failures.reasons

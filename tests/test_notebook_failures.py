@@ -69,3 +69,17 @@ def test_stub_is_made_from_the_solution():
     assert make_stub(solution) == (
         'def double(x):\n    raise NotImplementedError("your code here")\n'
     )
+
+
+def test_run_expecting_failure_proves_a_test_catches_the_bug(tmp_path):
+    cells = [
+        "from labkit.notebook import run_expecting_failure\nanswer = 41",
+        "%%ipytest\ndef test_answer():\n    assert answer == 41",
+        "answer = 42\ncaught = run_expecting_failure(because='the wrong answer')\n"
+        "assert caught and 'test_answer' in caught[0]",
+        "answer = 41\ntry:\n    run_expecting_failure(because='nothing')\n"
+        "except AssertionError as exc:\n    assert 'should have caught nothing' in str(exc)\n"
+        "else:\n    raise RuntimeError('a passing run must not count as caught')",
+    ]
+    result = run_nbmake(tmp_path, *cells)
+    assert result.returncode == 0, result.stdout + result.stderr

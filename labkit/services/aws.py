@@ -98,20 +98,7 @@ def start_local_aws(owner: Owner) -> LocalHandle:
     return LocalHandle(executor, record, endpoint)
 
 
-def _docker_was_asked_for() -> bool:
-    wanted = os.environ.get("LABKIT_AWS_BACKEND") or os.environ.get("LABKIT_BACKEND") or "auto"
-    return wanted.lower() == "docker"
-
-
 def start_aws_container(image: str, owner: Owner) -> Handle:
-    try:
-        docker._ensure_image(image)
-    except ServiceError as exc:
-        if _docker_was_asked_for():
-            raise
-        print(f"labkit: {exc}\nlabkit: running aws on the local backend (moto_server) instead.")
-        return start_local_aws(owner)
-
     container = docker.DockerContainer(image)
     docker._prepare(container, CONTAINER_PORT, owner, "aws")
     seconds = docker._start(container, "aws")
