@@ -12,7 +12,6 @@ import sys
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 from labkit import services
 from labkit.services import docker as docker_backend

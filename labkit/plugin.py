@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 
 import pika
 import pytest
@@ -77,7 +77,7 @@ def rabbitmq() -> Endpoint:
 # -- SQL ----------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def engine_for(url: str) -> Engine:
     """One engine (and connection pool) per database URL for the process."""
     return create_engine(url, pool_pre_ping=True)

@@ -12,7 +12,7 @@ import pytest
 def labkit(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "labkit.cli", *args],
-        capture_output=True, text=True, timeout=180, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=180, check=False, env={**os.environ, **env},
     )
 
 

@@ -6,9 +6,6 @@ measurement that follows is not needed here), under nbmake in a subprocess.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -33,26 +30,14 @@ def lesson_up_to_the_check(tmp_path: Path, corrupt_solution: bool = False) -> Pa
     return path
 
 
-def run_nbmake(path: Path, solutions: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", str(path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LABKIT_SOLUTIONS": solutions},
-        cwd=path.parent,
-        timeout=300,
-    )
-
-
 @pytest.mark.skipif(not LESSON.exists(), reason="lesson 02 not written yet")
-def test_a_solution_without_retry_fails_the_check_and_nbmake(tmp_path):
+def test_a_solution_without_retry_fails_the_check_and_nbmake(tmp_path, run_nbmake):
     result = run_nbmake(lesson_up_to_the_check(tmp_path, corrupt_solution=True), "run")
     assert result.returncode != 0, result.stdout[-3000:]
     assert f"'{EXERCISE}' is not solved yet" in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.skipif(not LESSON.exists(), reason="lesson 02 not written yet")
-def test_the_untouched_stub_does_not_break_a_learners_run(tmp_path):
+def test_the_untouched_stub_does_not_break_a_learners_run(tmp_path, run_nbmake):
     result = run_nbmake(lesson_up_to_the_check(tmp_path), "hide")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

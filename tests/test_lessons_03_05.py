@@ -8,17 +8,11 @@ uses this process's services as external ones, so it starts none of its own.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
-
-from labkit import services
-from labkit.services import Endpoint
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
@@ -79,38 +73,15 @@ def exercise_only(lesson: Lesson, tmp_path: Path, corrupt_solution: bool = False
     return path
 
 
-@pytest.fixture
-def running_services(postgres: Endpoint, redis: Endpoint, rabbitmq: Endpoint) -> dict[str, str]:
-    """Environment that points a child process at this process's services."""
-    env = {}
-    for endpoint in (postgres, redis, rabbitmq):
-        spec = services.specs()[endpoint.service]
-        env[spec.backend_env] = "external"
-        env[spec.url_env] = endpoint.url
-    return env
-
-
-def run_nbmake(path: Path, solutions: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", str(path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env, "LABKIT_SOLUTIONS": solutions},
-        cwd=path.parent,
-        timeout=300,
-    )
-
-
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.exercise)
-def test_a_wrong_solution_fails_the_check_and_nbmake(lesson, tmp_path, running_services):
+def test_a_wrong_solution_fails_the_check_and_nbmake(lesson, tmp_path, run_nbmake):
     path = exercise_only(lesson, tmp_path, corrupt_solution=True)
-    result = run_nbmake(path, "run", running_services)
+    result = run_nbmake(path, "run")
     assert result.returncode != 0, f"{lesson.why}, yet nbmake passed:\n{result.stdout[-3000:]}"
     assert f"'{lesson.exercise}' is not solved yet" in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.exercise)
-def test_the_untouched_stub_does_not_break_a_learners_run(lesson, tmp_path, running_services):
-    result = run_nbmake(exercise_only(lesson, tmp_path), "hide", running_services)
+def test_the_untouched_stub_does_not_break_a_learners_run(lesson, tmp_path, run_nbmake):
+    result = run_nbmake(exercise_only(lesson, tmp_path), "hide")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

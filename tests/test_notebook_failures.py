@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -19,46 +16,42 @@ EXERCISE = [
 ]
 
 
-def run_nbmake(tmp_path: Path, *cells: str, solutions: str = "run") -> subprocess.CompletedProcess:
+def lesson(tmp_path: Path, *cells: str) -> Path:
     nb = new_notebook(cells=[new_code_cell(SETUP), *(new_code_cell(c) for c in cells)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "lesson.ipynb"
     nbformat.write(nb, path)
-    env = {**os.environ, "LABKIT_SOLUTIONS": solutions}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", str(path)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
-    )
+    return path
 
 
-def test_passing_ipytest_cell_passes(tmp_path):
-    result = run_nbmake(tmp_path, "%%ipytest\ndef test_ok():\n    assert 1 + 1 == 2")
+def test_passing_ipytest_cell_passes(tmp_path, run_nbmake):
+    result = run_nbmake(lesson(tmp_path, "%%ipytest\ndef test_ok():\n    assert 1 + 1 == 2"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_failing_ipytest_cell_fails_nbmake(tmp_path):
-    result = run_nbmake(tmp_path, "%%ipytest\ndef test_broken():\n    assert 1 + 1 == 3")
+def test_failing_ipytest_cell_fails_nbmake(tmp_path, run_nbmake):
+    result = run_nbmake(lesson(tmp_path, "%%ipytest\ndef test_broken():\n    assert 1 + 1 == 3"))
     assert result.returncode != 0
     assert "test_broken" in result.stdout
 
 
-def test_correct_solution_passes_its_check(tmp_path):
+def test_correct_solution_passes_its_check(tmp_path, run_nbmake):
     cells = [c.format(body="2 * x") for c in EXERCISE]
-    result = run_nbmake(tmp_path, *cells)
+    result = run_nbmake(lesson(tmp_path, *cells))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_broken_solution_fails_its_check_and_nbmake(tmp_path):
+def test_broken_solution_fails_its_check_and_nbmake(tmp_path, run_nbmake):
     cells = [c.format(body="2 + x") for c in EXERCISE]
-    result = run_nbmake(tmp_path, *cells)
+    result = run_nbmake(lesson(tmp_path, *cells))
     assert result.returncode != 0
     assert "not solved yet" in result.stdout
 
 
-def test_untouched_stub_is_reported_not_attempted_for_learners(tmp_path):
+def test_untouched_stub_is_reported_not_attempted_for_learners(tmp_path, run_nbmake):
     cells = [c.format(body="2 * x") for c in EXERCISE]
     cells.append("print('the lesson goes on')")
-    result = run_nbmake(tmp_path, *cells, solutions="hide")
+    result = run_nbmake(lesson(tmp_path, *cells), "hide")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -71,15 +64,19 @@ def test_stub_is_made_from_the_solution():
     )
 
 
-def test_run_expecting_failure_proves_a_test_catches_the_bug(tmp_path):
+def test_run_expecting_failure_proves_a_test_catches_the_bug(tmp_path, run_nbmake):
     cells = [
         "from labkit.notebook import run_expecting_failure\nanswer = 41",
         "%%ipytest\ndef test_answer():\n    assert answer == 41",
-        "answer = 42\ncaught = run_expecting_failure(because='the wrong answer')\n"
-        "assert caught and 'test_answer' in caught[0]",
-        "answer = 41\ntry:\n    run_expecting_failure(because='nothing')\n"
-        "except AssertionError as exc:\n    assert 'should have caught nothing' in str(exc)\n"
-        "else:\n    raise RuntimeError('a passing run must not count as caught')",
+        (
+            "answer = 42\ncaught = run_expecting_failure(because='the wrong answer')\n"
+            "assert caught and 'test_answer' in caught[0]"
+        ),
+        (
+            "answer = 41\ntry:\n    run_expecting_failure(because='nothing')\n"
+            "except AssertionError as exc:\n    assert 'should have caught nothing' in str(exc)\n"
+            "else:\n    raise RuntimeError('a passing run must not count as caught')"
+        ),
     ]
-    result = run_nbmake(tmp_path, *cells)
+    result = run_nbmake(lesson(tmp_path, *cells))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -30,7 +30,7 @@ from labkit.services.base import (
     ServiceError,
     ServiceSpec,
 )
-from labkit.services.external import ExternalHandle, endpoint_from_url
+from labkit.services.external import ExternalHandle
 from labkit.services.ownership import current_owner
 from labkit.services.session import up_urls
 
@@ -216,7 +216,7 @@ def stop_all() -> None:
     for name in list(_RUNNING):
         try:
             stop(name)
-        except Exception as exc:  # at exit, report and go on stopping the others
+        except Exception as exc:  # noqa: BLE001 (at exit, report and go on stopping the others)
             print(f"labkit: could not stop {name}: {exc}")
 
 
@@ -236,6 +236,6 @@ def paused(name: str) -> Iterator[Endpoint]:
 
 atexit.register(stop_all)
 
-from labkit.services import catalog as _catalog  # noqa: E402  (registers the built-in services)
+from labkit.services import catalog as _catalog
 
 del _catalog

@@ -68,8 +68,8 @@ class ServiceSpec:
 
     name: str
     default_image: str
-    start_docker: Callable[[str, "Owner"], Handle] | None
-    start_local: Callable[["Owner"], Handle] | None
+    start_docker: Callable[[str, Owner], Handle] | None
+    start_local: Callable[[Owner], Handle] | None
     from_url: Callable[[str], Endpoint]
     local_binaries: tuple[str, ...] = ()
     default_port: int = 0

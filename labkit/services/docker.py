@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from functools import lru_cache
-
 import warnings
+from functools import lru_cache
 
 with warnings.catch_warnings():
     # testcontainers deprecates its own decorators internally; nothing a learner can act on.
@@ -152,7 +151,7 @@ def _start(container: DockerContainer, service: str) -> float:
     except Exception as exc:
         try:
             container.stop()
-        except Exception:  # the container may never have been created
+        except Exception:  # noqa: BLE001, S110 (it may never have been created)
             pass
         raise ServiceError(
             f"{service} container from {container.image} did not become ready: {exc}. "

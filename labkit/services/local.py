@@ -53,7 +53,7 @@ class ReadyTCPExecutor(TCPExecutor):
             return False
         try:
             self._probe()
-        except Exception:
+        except Exception:  # noqa: BLE001 (any error from the probe means 'not yet')
             return False
         return True
 
@@ -250,6 +250,7 @@ def start_local_postgres(owner: Owner) -> LocalHandle:
         capture_output=True,
         text=True,
         cwd=workdir,
+        check=False,  # the exit code is reported below with initdb's own words
     )
     if initdb.returncode != 0:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -94,9 +94,7 @@ def processes_of(record: LocalRecord) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
         try:
-            if group_alive and os.getpgid(proc.pid) == record.group:
-                found.append(proc)
-            elif proc.environ().get(INSTANCE_ENV) == record.instance:
+            if group_alive and os.getpgid(proc.pid) == record.group or proc.environ().get(INSTANCE_ENV) == record.instance:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError):
             continue
