@@ -79,6 +79,14 @@ class TestBackendChoice:
         monkeypatch.setenv("LABKIT_REDIS_URL", "redis://127.0.0.1:6379/3")
         assert services.backend_for("redis") == ("external", "LABKIT_REDIS_URL")
 
+    def test_amqp_url_is_an_alias_for_rabbitmq(self, monkeypatch):
+        monkeypatch.setenv("LABKIT_BACKEND", "auto")
+        monkeypatch.delenv("LABKIT_RABBITMQ_URL", raising=False)
+        monkeypatch.setenv("LABKIT_AMQP_URL", "amqp://u:p@127.0.0.1:5672/%2F")
+        assert services.backend_for("rabbitmq") == ("external", "LABKIT_AMQP_URL")
+        monkeypatch.setenv("LABKIT_RABBITMQ_URL", "amqp://u:p@127.0.0.1:5673/%2F")
+        assert services.backend_for("rabbitmq") == ("external", "LABKIT_RABBITMQ_URL")
+
     def test_per_service_override_beats_global(self, monkeypatch):
         monkeypatch.setenv("LABKIT_BACKEND", "docker")
         monkeypatch.setenv("LABKIT_REDIS_BACKEND", "local")

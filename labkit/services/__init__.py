@@ -82,12 +82,13 @@ def backend_for(name: str) -> tuple[str, str]:
         raise ServiceError(
             f"LABKIT_BACKEND={wanted!r} is not one of auto, docker, local, external"
         )
+    given = spec.url_from_env()
     if wanted == "external":
-        return "external", spec.url_env
+        return "external", given[0] if given else spec.url_env
     if wanted != "auto":
         return wanted, "LABKIT_BACKEND"
-    if os.environ.get(spec.url_env):
-        return "external", spec.url_env
+    if given:
+        return "external", given[0]
     if name in up_urls():
         return "external", "labkit up"
     if spec.start_docker is not None and _docker.engine_answers():
@@ -124,12 +125,17 @@ def check(name: str) -> tuple[str, str]:
                 f"({', '.join(missing) or 'no local backend'} not found): install it, or use docker"
             )
     elif backend == "external":
-        url = os.environ.get(spec.url_env) or up_urls().get(name)
+        url = _given_url(spec)
         if not url:
             raise ServiceError(f"LABKIT_BACKEND=external needs {spec.url_env}, e.g. "
                                f"{spec.url_env}={endpoint_example(name)}")
         spec.from_url(url)
     return backend, reason
+
+
+def _given_url(spec: ServiceSpec) -> str | None:
+    given = spec.url_from_env()
+    return given[1] if given else up_urls().get(spec.name)
 
 
 def _local_possible(spec: ServiceSpec) -> bool:
@@ -152,13 +158,14 @@ def _binary_found(name: str) -> bool:
 
 def _start(spec: ServiceSpec, backend: str, owner: Owner) -> Handle:
     if backend == "external":
-        url = os.environ.get(spec.url_env) or up_urls().get(spec.name)
+        url = _given_url(spec)
         if not url:
             raise ServiceError(
                 f"LABKIT_BACKEND=external needs {spec.url_env}, e.g. "
                 f"{spec.url_env}={endpoint_example(spec.name)}"
             )
-        origin = spec.url_env if os.environ.get(spec.url_env) else "labkit up"
+        given = spec.url_from_env()
+        origin = given[0] if given else "labkit up"
         return ExternalHandle(replace(spec.from_url(url), origin=origin))
     if backend == "docker":
         if spec.start_docker is None:

@@ -73,10 +73,18 @@ class ServiceSpec:
     from_url: Callable[[str], Endpoint]
     local_binaries: tuple[str, ...] = ()
     default_port: int = 0
+    url_env_aliases: tuple[str, ...] = ()
 
     @property
     def url_env(self) -> str:
         return f"LABKIT_{self.name.upper()}_URL"
+
+    def url_from_env(self) -> tuple[str, str] | None:
+        """(variable, url) of the first URL given in the environment, aliases after the name."""
+        for variable in (self.url_env, *self.url_env_aliases):
+            if os.environ.get(variable):
+                return variable, os.environ[variable]
+        return None
 
     @property
     def image_env(self) -> str:

@@ -38,6 +38,7 @@ register(
         start_local=local.start_local_rabbitmq,
         from_url=partial(endpoint_from_url, "rabbitmq"),
         local_binaries=("rabbitmq-server",),
+        url_env_aliases=("LABKIT_AMQP_URL",),
         default_port=5672,
     )
 )
