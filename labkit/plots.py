@@ -95,11 +95,14 @@ def over_time(runs: Runs, *, bucket_s: float = 0.25, title: str = "Over time") -
                      label=f"{name}: p50")
             top.plot(line.index, line["p99_ms"], color=color, label=f"{name}: p99")
         bottom.step(line.index, line["rps"], where="post", color=color, label=name)
-    top.set(yscale="log", ylabel="latency (ms, log)", title=title)
+    top.set(yscale="log", ylabel="latency (ms, log)")
     bottom.set(xlabel="time since the run started (s)", ylabel="responses / s")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-    top.legend(fontsize=9, loc="upper right")
+    fig.suptitle(title)
+    # Above the plot, not on it: a stall's slow tail can land in any corner.
+    top.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2,
+               frameon=False, markerscale=3)
     return fig
 
 
