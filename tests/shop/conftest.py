@@ -1,2 +1,17 @@
 """The shop's fixtures come from the `labkit-shop` pytest11 plugin
-(labkit.shop.pytest_fixtures), the same ones lessons use in %%ipytest cells."""
+(labkit.shop.pytest_fixtures), the same ones lessons use in %%ipytest cells; the two
+users below are what several test modules start from."""
+
+import pytest
+
+from labkit.shop.testing import add_user
+
+
+@pytest.fixture
+def ada(shop_session):
+    return add_user(shop_session, email="ada@example.com", name="Ada")
+
+
+@pytest.fixture
+def bob(shop_session):
+    return add_user(shop_session, email="bob@example.com", name="Bob")

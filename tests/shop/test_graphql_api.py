@@ -12,7 +12,6 @@ from labkit.shop.testing import (
     add_comment,
     add_follow,
     add_post,
-    add_user,
     auth_header,
     database_outage,
     queued_json,
@@ -41,16 +40,6 @@ def graphql(client, query, variables=None, headers=None):
     )
     assert response.status_code == 200, response.text
     return response.json()
-
-
-@pytest.fixture
-def ada(shop_session):
-    return add_user(shop_session, email="ada@example.com", name="Ada")
-
-
-@pytest.fixture
-def bob(shop_session):
-    return add_user(shop_session, email="bob@example.com", name="Bob")
 
 
 def test_user_query_returns_posts_comments_authors_and_followers(

@@ -15,20 +15,9 @@ from labkit.shop.testing import (
     add_comment,
     add_follow,
     add_post,
-    add_user,
     auth_header,
     database_outage,
 )
-
-
-@pytest.fixture
-def ada(shop_session):
-    return add_user(shop_session, email="ada@example.com", name="Ada")
-
-
-@pytest.fixture
-def bob(shop_session):
-    return add_user(shop_session, email="bob@example.com", name="Bob")
 
 
 def test_profile_aggregates_posts_follows_and_activity(
