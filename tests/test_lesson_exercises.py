@@ -69,6 +69,20 @@ EXERCISES = [
         why="without the time bound, a shop that retries a slow inventory three times passes",
         needs=("SEED_ORDER = {", "def buyer_headers"),
     ),
+    Exercise(
+        "11_test_data.ipynb",
+        "clean-up-by-ownership",
+        bug=(
+            (
+                "            session.execute("
+                "delete(OutboxEvent).where(OutboxEvent.aggregate_id.in_(about)))\n"
+            ),
+            "",
+        ),
+        why="outbox events the code under test wrote outlive the test that made them",
+        needs=("class DataManager", "def unique_email", "def publish_post("),
+        failing_test="test_removes_what_the_code_under_test_wrote",
+    ),
 ]
 
 
