@@ -9,7 +9,8 @@ An exercise is three cells:
    checks every solution), or you ask with ``reveal("count-orders")``;
 3. **the check** — ``%%check count-orders`` then tests, like ``%%ipytest``. It says
    ✅ solved, ⏳ not attempted yet (your stub still raises NotImplementedError), or
-   fails loudly (❌) with the test output.
+   fails loudly (❌) with the test output. Where every check skips (a lesson about
+   containers on a machine without Docker), it prints ⏭️ and the reason instead.
 
 ``restore("count-orders")``, run in any cell, replaces that cell with the original
 stub, derived from the solution.
@@ -82,12 +83,17 @@ class _Outcome:
     def __init__(self) -> None:
         self.failed: list[pytest.TestReport | pytest.CollectReport] = []
         self.passed = 0
+        self.skip_reasons: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.failed:
             self.failed.append(report)
         elif report.passed and report.when == "call":
             self.passed += 1
+        elif report.skipped:
+            # A skip's longrepr is (file, line, "Skipped: reason").
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else "skipped"
+            self.skip_reasons.append(reason.removeprefix("Skipped: "))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -115,6 +121,10 @@ def check_magic(line: str, cell: str) -> None:
         code = ipytest.run("-q", "--tb=short", plugins=[outcome], raise_on_error=False)
     if code == 0 and outcome.passed:
         print(f"✅ '{name}' solved: {outcome.passed} check(s) passed.")
+        return
+    if code == 0 and outcome.skip_reasons:
+        reasons = "; ".join(dict.fromkeys(outcome.skip_reasons))
+        print(f"⏭️ '{name}' not checked here: {reasons}.")
         return
     if outcome.not_attempted and not solutions_run():
         print(f"⏳ '{name}' not attempted yet: your function still raises NotImplementedError.")

@@ -16,6 +16,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from labkit import services
+from labkit.services import docker as docker_backend
+from labkit.services.ownership import sweep_containers
+
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 
@@ -29,6 +33,18 @@ class Exercise:
     # cell before the check except test cells (their tests are not the exercise's).
     needs: tuple[str, ...] | None = None
     failing_test: str | None = None  # the check's test that must name the bug
+    docker_image_of: str | None = None  # a lesson about containers: this service's image
+
+    def cannot_run_here(self) -> str | None:
+        """Why the check would skip here (it needs Docker and an image), or None."""
+        if self.docker_image_of is None:
+            return None
+        image = services.specs()[self.docker_image_of].image
+        if not docker_backend.engine_answers():
+            return f"{self.name}'s check needs a Docker engine"
+        if not docker_backend.image_present(image):
+            return f"{self.name}'s check needs the image {image}"
+        return None
 
     @property
     def path(self) -> Path:
@@ -83,6 +99,18 @@ EXERCISES = [
         needs=("class DataManager", "def unique_email", "def publish_post("),
         failing_test="test_removes_what_the_code_under_test_wrote",
     ),
+    Exercise(
+        "12_testcontainers.ipynb",
+        "redis-container",
+        bug=(
+            "    with docker_backend.publish_on_loopback(container, container.port):\n",
+            "    if docker_backend.publish_on_loopback(container, container.port).start():\n",
+        ),
+        why="a fixture that starts its container and never removes it leaks one per run",
+        needs=("def docker_missing",),
+        failing_test="test_the_container_is_gone_afterwards",
+        docker_image_of="redis",
+    ),
 ]
 
 
@@ -123,7 +151,13 @@ def cut_to_the_exercise(exercise: Exercise, tmp_path: Path, with_bug: bool = Fal
 
 @pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
 def test_a_wrong_answer_fails_the_check_and_nbmake(exercise, tmp_path, run_nbmake):
-    result = run_nbmake(cut_to_the_exercise(exercise, tmp_path, with_bug=True), "run")
+    if reason := exercise.cannot_run_here():
+        pytest.skip(reason)
+    try:
+        result = run_nbmake(cut_to_the_exercise(exercise, tmp_path, with_bug=True), "run")
+    finally:
+        if exercise.docker_image_of:  # what the wrong answer leaked: its kernel has exited
+            sweep_containers(docker_backend.docker_client())
     report = result.stdout[-3000:]
     assert result.returncode != 0, f"{exercise.why}, yet nbmake passed:\n{report}"
     assert f"'{exercise.name}' is not solved yet" in result.stdout, report

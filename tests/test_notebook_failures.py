@@ -55,6 +55,17 @@ def test_untouched_stub_is_reported_not_attempted_for_learners(tmp_path, run_nbm
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_check_whose_tests_all_skip_says_why_and_passes(tmp_path, run_nbmake):
+    cells = [c.format(body="2 * x") for c in EXERCISE]
+    cells[2] = (
+        "%%check double\nimport pytest\n\n"
+        "@pytest.mark.skipif(True, reason='no Docker engine here')\n"
+        "def test_double():\n    assert double(21) == 42"
+    )
+    result = run_nbmake(lesson(tmp_path, *cells))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_stub_is_made_from_the_solution():
     from labkit.exercises import make_stub
 

@@ -113,12 +113,27 @@ def _reach_published_ports_on_loopback() -> None:
         testcontainers_config.tc_host_override = LOOPBACK
 
 
+def publish_on_loopback(container: DockerContainer, port: int) -> DockerContainer:
+    """Publish the container's `port` on 127.0.0.1, at a host port the engine picks.
+
+    `with_exposed_ports` publishes on every interface: anyone on the venue Wi-Fi could
+    reach a test database and its well-known test password. A remote engine
+    (DOCKER_HOST=tcp://…) publishes on its own machine, so there the port is exposed
+    as usual. Either way `get_container_host_ip()` and `get_exposed_port()` find it.
+    """
+    if engine_is_local():
+        _reach_published_ports_on_loopback()
+        # docker-py's (host ip, host port) form; testcontainers' with_bind_ports takes no ip.
+        container.ports[str(port)] = (LOOPBACK, None)  # type: ignore[assignment]
+    else:
+        container.with_exposed_ports(port)
+    return container
+
+
 def _prepare(container: DockerContainer, port: int, owner: Owner, service: str) -> None:
     """Label the container with its owner; publish `port` on loopback for a local engine."""
     container.with_kwargs(labels={**owner.labels, "labkit.service": service})
-    if engine_is_local():
-        _reach_published_ports_on_loopback()
-        container.ports[str(port)] = (LOOPBACK, None)
+    publish_on_loopback(container, port)
 
 
 @lru_cache(maxsize=1)
