@@ -1,7 +1,7 @@
 """A lesson must run top to bottom twice in the same kernel: learners re-run cells.
 
-Lessons 00 and 01 run here on every CI run (about half a minute); every other lesson
-was checked the same way when written. Run all with LABKIT_RERUN_ALL=1.
+Lessons 00 and 01 run here on every CI run; the others cost several minutes together,
+so they run with LABKIT_RERUN_ALL=1 (do it after changing a lesson).
 """
 
 from __future__ import annotations

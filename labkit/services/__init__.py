@@ -125,17 +125,21 @@ def check(name: str) -> tuple[str, str]:
                 f"({', '.join(missing) or 'no local backend'} not found): install it, or use docker"
             )
     elif backend == "external":
-        url = _given_url(spec)
-        if not url:
+        given = _given_url(spec)
+        if not given:
             raise ServiceError(f"LABKIT_BACKEND=external needs {spec.url_env}, e.g. "
                                f"{spec.url_env}={endpoint_example(name)}")
-        spec.from_url(url)
+        spec.from_url(given[1])
     return backend, reason
 
 
-def _given_url(spec: ServiceSpec) -> str | None:
+def _given_url(spec: ServiceSpec) -> tuple[str, str] | None:
+    """(origin, url) of a server labkit is given: an environment variable, or `labkit up`."""
     given = spec.url_from_env()
-    return given[1] if given else up_urls().get(spec.name)
+    if given:
+        return given
+    url = up_urls().get(spec.name)
+    return ("labkit up", url) if url else None
 
 
 def _local_possible(spec: ServiceSpec) -> bool:
@@ -158,14 +162,13 @@ def _binary_found(name: str) -> bool:
 
 def _start(spec: ServiceSpec, backend: str, owner: Owner) -> Handle:
     if backend == "external":
-        url = _given_url(spec)
-        if not url:
+        given = _given_url(spec)
+        if not given:
             raise ServiceError(
                 f"LABKIT_BACKEND=external needs {spec.url_env}, e.g. "
                 f"{spec.url_env}={endpoint_example(spec.name)}"
             )
-        given = spec.url_from_env()
-        origin = given[0] if given else "labkit up"
+        origin, url = given
         return ExternalHandle(replace(spec.from_url(url), origin=origin))
     if backend == "docker":
         if spec.start_docker is None:
