@@ -24,8 +24,8 @@ import warnings
 
 from labkit import services
 from labkit.isolation import SAVEPOINT_TARGET_SECONDS, measure_isolation, summarize
-from labkit.plugin import engine_for
 from labkit.services import docker as docker_backend
+from labkit.sql import engine_for
 
 SERVICES = ("postgres", "redis", "rabbitmq")
 

@@ -51,7 +51,7 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from labkit.plugin import rolled_back_session
+from labkit.sql import rolled_back_session
 
 STRATEGIES = ("savepoint", "delete", "truncate", "template database")
 SAVEPOINT_TARGET_SECONDS = 0.001

@@ -13,18 +13,21 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import cache
+from typing import TYPE_CHECKING
 
-import pika
 import pytest
-import redis as redis_lib
-from pika.adapters.blocking_connection import BlockingChannel
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.orm import Session
 
 from labkit import services
 from labkit.services import Endpoint
+
+if TYPE_CHECKING:
+    # Imported where a fixture runs, not when pytest loads the plugin: a project that
+    # uses only `postgres` should not pay for pika and SQLAlchemy's ORM at every start.
+    import pika
+    import redis as redis_lib
+    from pika.adapters.blocking_connection import BlockingChannel
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,40 +80,19 @@ def rabbitmq() -> Endpoint:
 # -- SQL ----------------------------------------------------------------------------
 
 
-@cache
-def engine_for(url: str) -> Engine:
-    """One engine (and connection pool) per database URL for the process."""
-    return create_engine(url, pool_pre_ping=True)
-
-
 @pytest.fixture(scope="session")
 def db_engine(postgres: Endpoint) -> Engine:
     """A SQLAlchemy engine on the live PostgreSQL, shared by the process."""
+    from labkit.sql import engine_for
+
     return engine_for(postgres.url)
-
-
-@contextmanager
-def rolled_back_session(engine: Engine) -> Iterator[Session]:
-    """A session whose every write is rolled back at the end of the block.
-
-    The SQLAlchemy 2.0 recipe: everything runs inside an outer transaction on one
-    connection; the session's own commit() and rollback() work on SAVEPOINTs inside it
-    (``join_transaction_mode="create_savepoint"``), so code under test may commit
-    freely and still nothing outlives the block.
-    """
-    with engine.connect() as connection:
-        outer = connection.begin()
-        session = Session(bind=connection, join_transaction_mode="create_savepoint")
-        try:
-            yield session
-        finally:
-            session.close()
-            outer.rollback()
 
 
 @pytest.fixture
 def db_session(db_engine: Engine) -> Iterator[Session]:
     """A session whose every write, commits included, is rolled back after the test."""
+    from labkit.sql import rolled_back_session
+
     with rolled_back_session(db_engine) as session:
         yield session
 
@@ -125,6 +107,8 @@ def redis_client(redis: Endpoint) -> Iterator[redis_lib.Redis]:
     The database in the endpoint URL is flushed before and after the test, so point an
     external LABKIT_REDIS_URL at a database index you can spare.
     """
+    import redis as redis_lib
+
     client = redis_lib.Redis.from_url(redis.url, decode_responses=True)
     client.flushdb()
     try:
@@ -140,6 +124,8 @@ def redis_client(redis: Endpoint) -> Iterator[redis_lib.Redis]:
 @pytest.fixture
 def amqp_connection(rabbitmq: Endpoint) -> Iterator[pika.BlockingConnection]:
     """A fresh AMQP connection for the test (pika's BlockingConnection is not shareable)."""
+    import pika
+
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq.url))
     try:
         yield connection
@@ -181,3 +167,17 @@ def amqp_queue(amqp_connection: pika.BlockingConnection) -> Iterator[Callable[..
 def unique_id(request: pytest.FixtureRequest) -> str:
     """A short id unique to this test run, for names that must not collide."""
     return f"{request.node.name[:20]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+
+
+def __getattr__(name: str) -> object:
+    # Lessons of labkit 0.1 imported these from the plugin; they live in labkit.sql now.
+    if name in ("engine_for", "rolled_back_session"):
+        import warnings
+
+        from labkit import sql
+
+        warnings.warn(
+            f"labkit.plugin.{name} moved to labkit.sql.{name}", DeprecationWarning, stacklevel=2
+        )
+        return getattr(sql, name)
+    raise AttributeError(f"module 'labkit.plugin' has no attribute {name!r}")
