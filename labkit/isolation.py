@@ -156,7 +156,7 @@ def run_test_body(session: Session, schema: Schema) -> int:
         .join(schema.post_tags, schema.post_tags.c.post_id == schema.posts.c.id)
         .where(schema.posts.c.author_id == user_id)
     )
-    return session.scalar(joined)
+    return session.execute(joined).scalar_one()
 
 
 # -- the strategies: each yields a session for one test, and cleans up after ----------
