@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
+import threading
 from collections.abc import Iterable
 
 from labkit import exercises, services
@@ -13,8 +14,11 @@ def setup(start: Iterable[str] = ()) -> None:
 
     ``raise_on_error=True`` matters: by default ipytest only prints a failing test's
     report and the cell still succeeds, so a broken lesson would pass CI unseen.
-    `start` names services to start now (with their time-to-ready) rather than on
-    first use.
+
+    `start` names the services the lesson needs. They start now, in the background, each
+    on its own, so the lesson goes on at once: a cell that uses only PostgreSQL waits for
+    PostgreSQL, never for RabbitMQ's longer boot. A service that cannot start says why
+    in the first cell that uses it.
     """
     import ipytest
 
@@ -31,10 +35,18 @@ def setup(start: Iterable[str] = ()) -> None:
     )
     exercises.register_magics()
     print(report())
-    for name in start:
-        began = time.perf_counter()
-        endpoint = services.get(name)
-        print(f"  {name} ready in {time.perf_counter() - began:.1f}s: {endpoint.safe_url}")
+    names = list(start)
+    for name in names:
+        services.check(name)  # a misconfiguration is reported here, not in a later cell
+        threading.Thread(target=_start_quietly, args=(name,), daemon=True).start()
+    if names:
+        print(f"labkit: starting {', '.join(names)} in the background.")
+
+
+def _start_quietly(name: str) -> None:
+    # The error, if any, is raised again, with its fix, by the cell that needs the service.
+    with contextlib.suppress(Exception):
+        services.get(name)
 
 
 def report() -> str:
