@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import warnings
 
 import httpx
@@ -114,7 +115,10 @@ def test_failures_are_named_in_the_slo_report(app):
 
 
 def test_a_refused_connection_is_a_failed_request_not_a_crash():
-    run = load.closed_loop(f"http://127.0.0.1:{load._free_port()}", "/", workers=1, requests=3)
+    with socket.socket() as sock:  # a port just freed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = load.closed_loop(f"http://127.0.0.1:{port}", "/", workers=1, requests=3)
 
     assert len(run) == 3
     assert (run["status"] == 0).all()
@@ -146,8 +150,8 @@ def test_summary_percentiles_are_exact():
 
 
 def test_timeline_shows_a_stall_as_zero_throughput():
-    run = load._frame(iter([(0.0, 10, 0, 200, None), (0.1, 2000, 0, 200, None),
-                            (2.5, 10, 0, 500, "HTTP 500")]))
+    run = pd.DataFrame([(0.0, 10, 0, 200, None, True), (0.1, 2000, 0, 200, None, True),
+                        (2.5, 10, 0, 500, "HTTP 500", False)], columns=load.COLUMNS)
 
     line = load.timeline(run, bucket_s=0.5)
 
