@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import tempfile
 import warnings
 
 import httpx
@@ -177,6 +180,14 @@ def test_a_url_without_scheme_is_refused_before_any_request():
         load.closed_loop("127.0.0.1:8000", "/", workers=2, requests=1)
 
 
+def test_importing_the_package_leaves_pandas_and_httpx_for_when_they_are_used():
+    # A fresh interpreter: this one has imported both already.
+    code = "import sys, labkit.load; print(sorted({'pandas', 'httpx'} & set(sys.modules)))"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    assert imported == "[]"
+
+
 def test_a_broken_app_fails_fast_with_its_log():
     broken = load.serve_app("labkit.no_such_module:app", timeout_s=20)
     with pytest.raises(load.LoadError, match="exited with code") as failure, broken:
@@ -185,9 +196,11 @@ def test_a_broken_app_fails_fast_with_its_log():
 
 
 @pytest.mark.slow
-def test_locust_runs_headless_into_the_same_shapes(app, tmp_path):
-    result = load.run_locust(app.url, "/ping", users=4, duration_s=3, app_pid=app.pid,
-                             csv_dir=tmp_path)
+def test_locust_runs_headless_into_the_same_shapes_and_leaves_no_folder(
+    app, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = load.run_locust(app.url, "/ping", users=4, duration_s=3, app_pid=app.pid)
 
     assert list(result.requests.columns) == load.COLUMNS
     assert len(result.requests) > 10
@@ -198,3 +211,5 @@ def test_locust_runs_headless_into_the_same_shapes(app, tmp_path):
     assert 0 < result.stats["Request Count"].iloc[-1] <= len(result.requests)
     assert "Aggregated" in result.output
     assert result.cpu.generator_cores > 0
+    assert str(tmp_path / "labkit-locust-") in " ".join(result.command), "wrote elsewhere"
+    assert list(tmp_path.iterdir()) == [], "the CSV folder outlived the run"

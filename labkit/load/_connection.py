@@ -19,8 +19,11 @@ class Connection:
         self, url: str, headers: Mapping[str, str], timeout_s: float, tls: ssl.SSLContext
     ) -> None:
         parts = urllib.parse.urlsplit(url)
+        if not parts.hostname:  # the runner refuses such a URL before any sender starts
+            raise ValueError(f"expected a base URL like http://127.0.0.1:8000, got {url!r}")
         self.prefix = parts.path.rstrip("/")
         self.headers = dict(headers)
+        self.http: http.client.HTTPConnection
         if parts.scheme == "https":
             self.http = http.client.HTTPSConnection(
                 parts.hostname, parts.port, timeout=timeout_s, context=tls)

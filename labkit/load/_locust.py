@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -13,12 +14,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from labkit.load._cpu import CpuMeter, CpuReport, warn_if_generator_bound
 from labkit.load._errors import LoadError, require_positive
 from labkit.load._stats import run_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOCUSTFILE = Path(__file__).parent / "locustfiles" / "http_get.py"
 
@@ -47,7 +50,7 @@ def run_locust(
     log_requests: bool = True,
     locustfile: Path = LOCUSTFILE,
     app_pid: int | None = None,
-    csv_dir: Path | None = None,
+    csv_dir: Path | str | None = None,
 ) -> LocustRun:
     """Run Locust headless in a subprocess and read its CSV output.
 
@@ -66,48 +69,56 @@ def run_locust(
 
     The master only coordinates and aggregates; the workers make the load.
     With `log_requests`, each request is also written to a file, for ``requests``; turn
-    it off when measuring Locust's top speed.
+    it off when measuring Locust's top speed. Locust's CSV files are kept in `csv_dir`
+    if given; otherwise they go to a temporary folder, removed once read.
     """
+    import pandas as pd
+
     require_positive(users=users, duration_s=duration_s, processes=processes)
-    csv_dir = Path(csv_dir or tempfile.mkdtemp(prefix="labkit-locust-"))
-    csv_dir.mkdir(parents=True, exist_ok=True)
-    prefix = csv_dir / "locust"
-    log_prefix = csv_dir / "requests"
-    command = [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
-        "-u", str(users), "-r", str(spawn_rate or users), "-t", f"{duration_s}s",
-        "--host", host, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
-        "--stop-timeout", "2",
-    ]
-    if processes > 1:
-        command += ["--processes", str(processes)]
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    env = {**os.environ, "LABKIT_LOCUST_PATHS": json.dumps(paths),
-           "LABKIT_LOCUST_HEADERS": json.dumps(dict(headers or {}))}
-    if log_requests:
-        env["LABKIT_LOCUST_LOG"] = str(log_prefix)
-    cpu, result = _run_measured(command, env, app_pid, timeout_s=duration_s + 60)
-    # Locust exits 1 when some requests failed: that is a result to read, not a crash.
-    if result.returncode not in (0, 1) or not prefix.with_name("locust_stats.csv").exists():
-        raise LoadError(
-            f"locust exited with code {result.returncode} and wrote no stats. Command: "
-            f"{' '.join(command)}\nIts output:\n{result.stdout[-2000:]}\n"
-            "Check the host URL and the locustfile; run the command in a terminal to see more."
+    with contextlib.ExitStack() as cleanup:
+        if csv_dir is None:  # read into the result below, then removed with its folder
+            csv_dir = cleanup.enter_context(tempfile.TemporaryDirectory(
+                prefix="labkit-locust-", ignore_cleanup_errors=True))
+        folder = Path(csv_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        prefix = folder / "locust"
+        log_prefix = folder / "requests"
+        command = [
+            sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+            "-u", str(users), "-r", str(spawn_rate or users), "-t", f"{duration_s}s",
+            "--host", host, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
+            "--stop-timeout", "2",
+        ]
+        if processes > 1:
+            command += ["--processes", str(processes)]
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        env = {**os.environ, "LABKIT_LOCUST_PATHS": json.dumps(paths),
+               "LABKIT_LOCUST_HEADERS": json.dumps(dict(headers or {}))}
+        if log_requests:
+            env["LABKIT_LOCUST_LOG"] = str(log_prefix)
+        cpu, result = _run_measured(command, env, app_pid, timeout_s=duration_s + 60)
+        # Locust exits 1 when some requests failed: that is a result to read, not a crash.
+        if result.returncode not in (0, 1) or not prefix.with_name("locust_stats.csv").exists():
+            raise LoadError(
+                f"locust exited with code {result.returncode} and wrote no stats. Command: "
+                f"{' '.join(command)}\nIts output:\n{result.stdout[-2000:]}\n"
+                "Check the host URL and the locustfile; to see more, run the command in a "
+                "terminal (pass csv_dir=… to keep the folder it writes to)."
+            )
+        warn_if_generator_bound(cpu)
+        raw_requests = _read_request_logs(log_prefix)
+        # Both tables count time from the first request, like labkit's own runs.
+        origin = float(raw_requests["epoch_s"].min()) if len(raw_requests) else None
+        requests = _requests_frame(raw_requests, origin)
+        requests.attrs.update(mode="locust", users=users, cpu=cpu)
+        return LocustRun(
+            requests=requests,
+            history=read_locust_history(prefix.with_name("locust_stats_history.csv"), origin),
+            stats=pd.read_csv(prefix.with_name("locust_stats.csv")),
+            cpu=cpu,
+            command=command,
+            output=result.stdout,
         )
-    warn_if_generator_bound(cpu)
-    raw_requests = _read_request_logs(log_prefix)
-    # Both tables count time from the first request, like labkit's own runs.
-    origin = float(raw_requests["epoch_s"].min()) if len(raw_requests) else None
-    requests = _requests_frame(raw_requests, origin)
-    requests.attrs.update(mode="locust", users=users, cpu=cpu)
-    return LocustRun(
-        requests=requests,
-        history=read_locust_history(prefix.with_name("locust_stats_history.csv"), origin),
-        stats=pd.read_csv(prefix.with_name("locust_stats.csv")),
-        cpu=cpu,
-        command=command,
-        output=result.stdout,
-    )
 
 
 def _run_measured(
@@ -118,7 +129,9 @@ def _run_measured(
     meter = CpuMeter(process.pid, app_pid, generator_children=True)
     meter.start()
     output: list[str] = []
-    reader = threading.Thread(target=lambda: output.append(process.stdout.read()), daemon=True)
+    stdout = process.stdout
+    assert stdout is not None  # stdout=PIPE above
+    reader = threading.Thread(target=lambda: output.append(stdout.read()), daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout_s
     while process.poll() is None:
@@ -141,6 +154,8 @@ def read_locust_history(path: Path | str, origin_epoch: float | None = None) -> 
     start, so a short stall barely moves them; and the file is a snapshot rewritten
     every second, so the run's last partial second is missing.
     """
+    import pandas as pd
+
     raw = pd.read_csv(path)
     raw = raw[(raw["Name"] == "Aggregated") & (raw["Total Request Count"] > 0)]
     raw = raw.groupby("Timestamp").last()
@@ -167,6 +182,8 @@ def read_locust_requests(prefix: Path | str) -> pd.DataFrame:
 
 
 def _read_request_logs(prefix: Path) -> pd.DataFrame:
+    import pandas as pd
+
     names = ["epoch_s", "latency_ms", "status", "error"]
     files = sorted(prefix.parent.glob(prefix.name + ".*.csv"))
     parts = [pd.read_csv(f, names=names) for f in files]

@@ -11,14 +11,16 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from labkit.load._connection import Connection
 from labkit.load._cpu import CpuMeter, warn_if_generator_bound
 from labkit.load._errors import require_positive
 from labkit.load._progress import wait_with_progress
 from labkit.load._stats import run_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RequestPath = str | Callable[[int], str]
 
@@ -61,7 +63,8 @@ def closed_loop(
     app's CPU reported next to the generator's.
     """
     if requests is None and duration_s is None:
-        raise ValueError("closed_loop needs requests=N or duration_s=S (or both) to know when to stop")
+        raise ValueError(
+            "closed_loop needs requests=N or duration_s=S (or both) to know when to stop")
     require_positive(workers=workers)
     plan = _plan(url, path, method, headers, timeout_s, requests, duration_s, None)
     frame = _run(plan, workers, app_pid, progress)
@@ -116,7 +119,12 @@ def _run(plan: _Plan, threads: int, app_pid: int | None, progress: bool) -> pd.D
     # Senders are set up before the clock starts, sharing one TLS context: building one
     # each costs ~20 ms of CPU, which would be charged to the first requests.
     tls = ssl.create_default_context()
-    clock = threading.Barrier(threads + 1, action=lambda: (meter.start(), plan.started()))
+
+    def start_clock() -> None:
+        meter.start()
+        plan.started()
+
+    clock = threading.Barrier(threads + 1, action=start_clock)
     workers = [
         threading.Thread(target=_worker, args=(plan, tls, clock, counter, out), daemon=True)
         for out in records
@@ -174,6 +182,7 @@ def _wait_with_progress(
     if plan.total is not None:
         wait_with_progress(workers, plan.total, "req", lambda: sum(map(len, records)), progress)
         return
+    assert plan.duration_s is not None  # a run without a number of requests has a duration
     seconds = math.ceil(plan.duration_s)
     wait_with_progress(
         workers, seconds, "s", lambda: min(int(time.perf_counter() - plan.began), seconds),

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from labkit.load._errors import LoadError
 
 
@@ -101,6 +99,8 @@ def _free_port() -> int:
 
 
 def _wait_until_serving(server: AppServer, path: str, timeout_s: float) -> None:
+    import httpx  # here: only waiting for the app needs it, not ``import labkit.load``
+
     deadline = time.monotonic() + timeout_s
     last_problem = "no answer yet"
     with httpx.Client(base_url=server.url, timeout=1.0, trust_env=False) as client:

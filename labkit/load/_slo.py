@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from labkit.load._errors import SLOViolation
 from labkit.load._stats import span_s, summary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _OBJECTIVES = {
     # name: (label, unit, True if the measured value must be at least the target)
@@ -36,12 +39,12 @@ def slo_report(
         "p50_ms": p50_ms, "p90_ms": p90_ms, "p99_ms": p99_ms, "p999_ms": p999_ms,
         "max_ms": max_ms,
     }
-    targets = {name: value for name, value in targets.items() if value is not None}
-    if not targets:
+    given = {name: value for name, value in targets.items() if value is not None}
+    if not given:
         raise ValueError("name at least one objective, e.g. p99_ms=100 or success_rate=0.99")
     stats = summary(run)
     lines, met_all = [], True
-    for name, target in targets.items():
+    for name, target in given.items():
         label, unit, at_least = _OBJECTIVES[name]
         measured = stats["throughput_rps" if name == "min_throughput_rps" else
                          "p99.9_ms" if name == "p999_ms" else name]
@@ -60,7 +63,8 @@ def slo_report(
 
 def assert_slo(run: pd.DataFrame, **objectives: float) -> pd.Series:
     """Raise ``SLOViolation`` listing every missed objective; return the summary if all
-    were met. Objectives as in ``slo_report``: ``assert_slo(run, p99_ms=100, success_rate=0.99)``."""
+    were met. Objectives as in ``slo_report``:
+    ``assert_slo(run, p99_ms=100, success_rate=0.99)``."""
     met, report = slo_report(run, **objectives)
     if not met:
         raise SLOViolation(report)

@@ -1,11 +1,16 @@
-"""A run's table (one row per request) and what is computed from it: summaries, time lines."""
+"""A run's table (one row per request) and what is computed from it: summaries, time lines.
+
+pandas and numpy are imported where a table is built or read, not with the package:
+serving an app (``start_app``) or importing ``labkit.load`` does not need them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["start_s", "latency_ms", "queue_ms", "status", "error", "ok"]
 PERCENTILES = {"p50_ms": 0.50, "p90_ms": 0.90, "p99_ms": 0.99, "p99.9_ms": 0.999}
@@ -13,6 +18,8 @@ PERCENTILES = {"p50_ms": 0.50, "p90_ms": 0.90, "p99_ms": 0.99, "p99.9_ms": 0.999
 
 def run_frame(rows: Iterable[tuple]) -> pd.DataFrame:
     """A run's table from (start_s, latency_ms, queue_ms, status, error) rows, by start."""
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=COLUMNS[:-1])
     frame["status"] = frame["status"].astype(int)
     frame["error"] = frame["error"].astype(object)
@@ -27,6 +34,9 @@ def summary(run: pd.DataFrame) -> pd.Series:
     request, failed ones included: a fast error is not a good response time.
     Throughput counts successful responses per second of the run.
     """
+    import numpy as np
+    import pandas as pd
+
     latency = run["latency_ms"].to_numpy()
     if latency.size == 0:
         raise ValueError("this run has no requests to summarize: was the duration too short?")
@@ -52,12 +62,17 @@ def span_s(run: pd.DataFrame) -> float:
 
 def compare(**runs: pd.DataFrame) -> pd.DataFrame:
     """One summary row per named run: ``compare(closed=a, open=b)``."""
+    import pandas as pd
+
     return pd.DataFrame({name: summary(run) for name, run in runs.items()}).T
 
 
 def timeline(run: pd.DataFrame, bucket_s: float = 1.0) -> pd.DataFrame:
     """Per time bucket: throughput and errors (by when responses came back), and latency
     percentiles (by when requests were due — a stall is charged to the requests it hit)."""
+    import numpy as np
+    import pandas as pd
+
     done_at = ((run["start_s"] + run["latency_ms"] / 1000) // bucket_s) * bucket_s
     due_at = (run["start_s"] // bucket_s) * bucket_s
     counts = run.groupby(done_at)["ok"].agg(ok="sum", all="count")

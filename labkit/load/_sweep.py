@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from labkit.load._cpu import CpuReport
 from labkit.load._errors import GeneratorBottleneckWarning
 from labkit.load._progress import each_with_progress
 from labkit.load._runner import RequestPath, closed_loop, open_loop
 from labkit.load._stats import summary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def sweep(
@@ -30,9 +32,16 @@ def sweep(
 
     `before_each` runs before every level, e.g. to empty a cache so each level
     starts cold."""
-    if (workers is None) == (rates is None):
-        raise ValueError("sweep needs exactly one of workers=[…] (closed loop) or rates=[…] (open loop)")
-    levels = list(workers if workers is not None else rates)
+    import pandas as pd
+
+    levels: list[float]
+    if workers is not None and rates is None:
+        levels = list(workers)
+    elif rates is not None and workers is None:
+        levels = list(rates)
+    else:
+        raise ValueError(
+            "sweep needs exactly one of workers=[…] (closed loop) or rates=[…] (open loop)")
     rows = []
     with warnings.catch_warnings():
         # One warning for the whole sweep, below, rather than one per level.
@@ -48,8 +57,10 @@ def sweep(
                                 app_pid=app_pid, progress=False)
             cpu: CpuReport = run.attrs["cpu"]
             rows.append({**summary(run), "generator_cores": cpu.generator_cores,
-                         "app_cores": cpu.app_cores, "generator_bound": cpu.bottleneck() is not None})
-    frame = pd.DataFrame(rows, index=pd.Index(levels, name="workers" if workers else "offered_rps"))
+                         "app_cores": cpu.app_cores,
+                         "generator_bound": cpu.bottleneck() is not None})
+    index = pd.Index(levels, name="workers" if workers else "offered_rps")
+    frame = pd.DataFrame(rows, index=index)
     bound = frame.index[frame["generator_bound"]].tolist()
     if bound:
         warnings.warn(
