@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import tempfile
 import warnings
 
 import httpx
@@ -114,7 +118,10 @@ def test_failures_are_named_in_the_slo_report(app):
 
 
 def test_a_refused_connection_is_a_failed_request_not_a_crash():
-    run = load.closed_loop(f"http://127.0.0.1:{load._free_port()}", "/", workers=1, requests=3)
+    with socket.socket() as sock:  # a port just freed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = load.closed_loop(f"http://127.0.0.1:{port}", "/", workers=1, requests=3)
 
     assert len(run) == 3
     assert (run["status"] == 0).all()
@@ -146,8 +153,8 @@ def test_summary_percentiles_are_exact():
 
 
 def test_timeline_shows_a_stall_as_zero_throughput():
-    run = load._frame(iter([(0.0, 10, 0, 200, None), (0.1, 2000, 0, 200, None),
-                            (2.5, 10, 0, 500, "HTTP 500")]))
+    run = pd.DataFrame([(0.0, 10, 0, 200, None, True), (0.1, 2000, 0, 200, None, True),
+                        (2.5, 10, 0, 500, "HTTP 500", False)], columns=load.COLUMNS)
 
     line = load.timeline(run, bucket_s=0.5)
 
@@ -173,6 +180,14 @@ def test_a_url_without_scheme_is_refused_before_any_request():
         load.closed_loop("127.0.0.1:8000", "/", workers=2, requests=1)
 
 
+def test_importing_the_package_leaves_pandas_and_httpx_for_when_they_are_used():
+    # A fresh interpreter: this one has imported both already.
+    code = "import sys, labkit.load; print(sorted({'pandas', 'httpx'} & set(sys.modules)))"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    assert imported == "[]"
+
+
 def test_a_broken_app_fails_fast_with_its_log():
     broken = load.serve_app("labkit.no_such_module:app", timeout_s=20)
     with pytest.raises(load.LoadError, match="exited with code") as failure, broken:
@@ -181,9 +196,11 @@ def test_a_broken_app_fails_fast_with_its_log():
 
 
 @pytest.mark.slow
-def test_locust_runs_headless_into_the_same_shapes(app, tmp_path):
-    result = load.run_locust(app.url, "/ping", users=4, duration_s=3, app_pid=app.pid,
-                             csv_dir=tmp_path)
+def test_locust_runs_headless_into_the_same_shapes_and_leaves_no_folder(
+    app, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = load.run_locust(app.url, "/ping", users=4, duration_s=3, app_pid=app.pid)
 
     assert list(result.requests.columns) == load.COLUMNS
     assert len(result.requests) > 10
@@ -194,3 +211,5 @@ def test_locust_runs_headless_into_the_same_shapes(app, tmp_path):
     assert 0 < result.stats["Request Count"].iloc[-1] <= len(result.requests)
     assert "Aggregated" in result.output
     assert result.cpu.generator_cores > 0
+    assert str(tmp_path / "labkit-locust-") in " ".join(result.command), "wrote elsewhere"
+    assert list(tmp_path.iterdir()) == [], "the CSV folder outlived the run"

@@ -18,12 +18,16 @@ import csv
 import itertools
 import json
 import os
+from typing import TYPE_CHECKING, TextIO
 
 from locust import FastHttpUser, constant, events, task
 
 PATHS: list[str] = json.loads(os.environ.get("LABKIT_LOCUST_PATHS", '["/"]'))
 HEADERS: dict[str, str] = json.loads(os.environ.get("LABKIT_LOCUST_HEADERS", "{}"))
 LOG_PREFIX = os.environ.get("LABKIT_LOCUST_LOG")
+if TYPE_CHECKING:
+    from _csv import Writer  # what csv.writer returns; the csv module does not name it
+
 NAME = PATHS[0] if len(PATHS) == 1 else f"{len(PATHS)} paths"
 
 
@@ -44,15 +48,16 @@ class _RequestLog:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.pid: int | None = None
-        self.file = None
-        self.writer = None
+        self.file: TextIO | None = None
+        self.writer: Writer | None = None
 
     def write(self, start_time: float, response_time: float, status: int, error: str) -> None:
         if self.pid != os.getpid():
             self.pid = os.getpid()
-            self.file = open(f"{self.prefix}.{self.pid}.csv", "w", newline="")  # noqa: SIM115
-            self.writer = csv.writer(self.file)
-            atexit.register(self.file.close)
+            file = open(f"{self.prefix}.{self.pid}.csv", "w", newline="")  # noqa: SIM115
+            self.file, self.writer = file, csv.writer(file)
+            atexit.register(file.close)
+        assert self.writer is not None  # opened above, in this process
         self.writer.writerow((f"{start_time:.6f}", f"{response_time:.3f}", status, error))
 
 

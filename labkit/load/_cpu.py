@@ -1,0 +1,120 @@
+"""CPU used by the load generator and the app during a run, and when to blame the generator.
+
+The generator shares the machine with the app, so every run measures both: a figure
+made by a generator at its own limit says little about the app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from dataclasses import dataclass
+
+import psutil
+
+from labkit.load._errors import GeneratorBottleneckWarning
+
+
+@dataclass(frozen=True)
+class CpuReport:
+    """CPU used during a run, in cores (1.0 = one core busy for the whole run)."""
+
+    generator_cores: float
+    app_cores: float | None
+    machine_busy: float
+    machine_cores: int
+
+    def bottleneck(self) -> str | None:
+        """Why the generator, not the app, probably limited the run — or None."""
+        # One Python process's threads share a GIL, so about one core is its ceiling.
+        if self.generator_cores >= 0.85:
+            return (
+                f"the load generator used {self.generator_cores:.2f} CPU cores, about all one "
+                "Python process can use"
+            )
+        if (self.app_cores is not None and self.machine_busy >= 0.90
+                and self.generator_cores > self.app_cores):
+            return (
+                f"the machine was {self.machine_busy:.0%} busy and the generator used more CPU "
+                f"({self.generator_cores:.2f} cores) than the app ({self.app_cores:.2f})"
+            )
+        return None
+
+    def __str__(self) -> str:
+        app = "?" if self.app_cores is None else f"{self.app_cores:.2f}"
+        return (
+            f"generator {self.generator_cores:.2f} cores · app {app} cores · machine "
+            f"{self.machine_busy:.0%} busy of {self.machine_cores} cores"
+        )
+
+
+class CpuMeter:
+    """CPU seconds of the generator and the app between start() and stop(), sampled so
+    that children that exit early (Locust's forked workers) still count."""
+
+    def __init__(self, generator_pid: int, app_pid: int | None, generator_children: bool) -> None:
+        # The kernel's children include the app itself: counted as the generator only
+        # when the generator is a subprocess (Locust).
+        self._trees = {"generator": generator_pid, "app": app_pid}
+        self._children = {"generator": generator_children, "app": True}
+        self._seen: dict[str, dict[int, float]] = {name: {} for name in self._trees}
+        self._baseline: dict[str, dict[int, float]] = {}
+
+    def start(self) -> None:
+        self._sample()
+        self._baseline = {name: dict(seen) for name, seen in self._seen.items()}
+        self._machine = psutil.cpu_times()
+        self._began = time.perf_counter()
+
+    def sample(self) -> None:
+        self._sample()
+
+    def stop(self) -> CpuReport:
+        self._sample()
+        wall = max(time.perf_counter() - self._began, 1e-9)
+        machine = psutil.cpu_times()
+        total = sum(machine) - sum(self._machine)
+        idle = (machine.idle + getattr(machine, "iowait", 0.0)) - (
+            self._machine.idle + getattr(self._machine, "iowait", 0.0)
+        )
+        used = {
+            name: sum(cpu - self._baseline[name].get(pid, 0.0) for pid, cpu in seen.items())
+            for name, seen in self._seen.items()
+        }
+        return CpuReport(
+            generator_cores=used["generator"] / wall,
+            app_cores=None if self._trees["app"] is None else used["app"] / wall,
+            machine_busy=1 - idle / total if total > 0 else 0.0,
+            machine_cores=psutil.cpu_count() or 1,
+        )
+
+    def _sample(self) -> None:
+        for name, pid in self._trees.items():
+            if pid is None:
+                continue
+            for proc in _processes(pid, self._children[name]):
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    self._seen[name][proc.pid] = times.user + times.system
+
+
+def _processes(pid: int, children: bool) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)] if children else [root]
+    except psutil.Error:
+        return []
+
+
+def warn_if_generator_bound(cpu: CpuReport) -> None:
+    """Warn, at the caller of the public run function, when `cpu` blames the generator."""
+    reason = cpu.bottleneck()
+    if reason:
+        warnings.warn(
+            f"{reason}: the generator, not the app, is probably the bottleneck, so these "
+            "figures understate what the app can do. Use fewer workers or a lower rate, "
+            "run_locust(processes=…), or generate load from another machine.",
+            GeneratorBottleneckWarning,
+            stacklevel=3,
+        )
