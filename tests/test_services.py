@@ -15,9 +15,7 @@ import redis as redis_lib
 from sqlalchemy import text
 
 from labkit import services
-from labkit.services.base import redact
-from labkit.services.external import endpoint_from_url
-from labkit.services.ownership import local_records, sweep_local
+from labkit.services import local_records, redact, sweep_local
 
 BACKEND = os.environ.get("LABKIT_BACKEND", "auto")
 
@@ -104,17 +102,17 @@ class TestBackendChoice:
 
 class TestExternalUrls:
     def test_plain_postgres_url_gets_the_psycopg_driver(self):
-        endpoint = endpoint_from_url("postgres", "postgresql://u:p@db.example:6543/app")
+        endpoint = services.specs()["postgres"].from_url("postgresql://u:p@db.example:6543/app")
         assert endpoint.url == "postgresql+psycopg://u:p@db.example:6543/app"
         assert (endpoint.host, endpoint.port, endpoint.backend) == ("db.example", 6543, "external")
 
     def test_wrong_scheme_says_what_was_expected(self):
         with pytest.raises(services.ServiceError, match="must start with amqp://"):
-            endpoint_from_url("rabbitmq", "http://127.0.0.1:5672")
+            services.specs()["rabbitmq"].from_url("http://127.0.0.1:5672")
 
     def test_missing_host_is_rejected(self):
         with pytest.raises(services.ServiceError, match="no host"):
-            endpoint_from_url("redis", "redis:///0")
+            services.specs()["redis"].from_url("redis:///0")
 
     def test_redact_masks_only_the_password(self):
         assert redact("amqp://me:secret@h:1/%2F") == "amqp://me:***@h:1/%2F"
@@ -149,8 +147,7 @@ def test_a_killed_owner_leaks_nothing(service):
         sweep_local()
         assert not [r for r in local_records() if r.owner_pid == child.pid]
     else:
-        from labkit.services.docker import docker_client
-        from labkit.services.ownership import sweep_containers
+        from labkit.services import docker_client, sweep_containers
 
         sweep_containers(docker_client())
     assert _wait_closed(port), f"{service} on port {port} still answers after the sweep"
@@ -196,7 +193,7 @@ def test_pausing_freezes_connections_already_open(postgres):
 @pytest.mark.docker
 def test_auto_falls_back_to_local_when_the_image_cannot_be_had():
     """Offline venue: an engine answers but the image can't be pulled; binaries exist."""
-    from labkit.services.docker import engine_answers
+    from labkit.services import engine_answers
 
     if not engine_answers():
         pytest.skip("needs a Docker engine")
