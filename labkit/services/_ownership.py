@@ -39,9 +39,13 @@ class LocalRecord:
     group: int = 0
     group_started: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Fixed at creation: a kernel that changes directory still finds its own records.
+        self._path = instances_dir() / f"{self.service}-{self.instance}.json"
+
     @property
     def path(self) -> Path:
-        return instances_dir() / f"{self.service}-{self.instance}.json"
+        return self._path
 
     def save(self) -> None:
         write_private(self.path, json.dumps(asdict(self), indent=2))
