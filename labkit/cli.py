@@ -216,10 +216,12 @@ def cmd_env(args: argparse.Namespace) -> int:
         spec = services.specs()[name]
         lines += [f"export {key}={shlex.quote(value)}" for key, value in spec.environ(endpoint).items()]
     if missing and (args.services or not lines):
+        absent = f"{', '.join(missing)} not" if args.services else "nothing"
+        command = " ".join(["labkit up", *(missing if args.services else [])])
         print(
-            f"labkit env: {', '.join(missing)} not running for this project ({state_dir()}): "
-            f"start {'them' if len(missing) > 1 else 'it'} with `labkit up {' '.join(missing)}` "
-            "first (what `labkit env` names must outlive it), or set LABKIT_<SERVICE>_URL",
+            f"labkit env: {absent} running for this project ({state_dir()}): start "
+            f"{'it' if len(missing) == 1 else 'them'} with `{command}` first (what "
+            "`labkit env` names must outlive it), or set LABKIT_<SERVICE>_URL",
             file=sys.stderr,
         )
         return 1
