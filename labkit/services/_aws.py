@@ -40,8 +40,8 @@ from labkit.services._base import (
 )
 from labkit.services._docker import (
     ContainerHandle,
-    DockerContainer,
     prepare_container,
+    quiet_testcontainers,
     start_container,
 )
 from labkit.services._local import LocalHandle, find_binary, launch, make_workdir
@@ -111,6 +111,9 @@ def start_local(owner: Owner) -> LocalHandle:
 
 
 def start_docker(image: str, owner: Owner) -> Handle:
+    with quiet_testcontainers():
+        from testcontainers.core.container import DockerContainer
+
     container = DockerContainer(image)
     prepare_container(container, CONTAINER_PORT, owner, "aws")
     seconds = start_container(container, "aws")

@@ -10,16 +10,27 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-with warnings.catch_warnings():
-    # testcontainers deprecates its own decorators internally; nothing a learner can act on.
-    warnings.simplefilter("ignore", DeprecationWarning)
+if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
 
 from labkit.services._base import LOOPBACK, Endpoint, Handle, Owner, ServiceError, ServiceSpec
 from labkit.services._ownership import sweep_containers
+
+
+@contextmanager
+def quiet_testcontainers() -> Iterator[None]:
+    """Import testcontainers when a container starts (it costs ~0.3 s), without its noise.
+
+    testcontainers deprecates its own decorators internally; nothing a learner can act on.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 class ImageUnavailable(ServiceError):

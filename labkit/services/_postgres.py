@@ -9,13 +9,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import warnings
 from pathlib import Path
-
-with warnings.catch_warnings():
-    # testcontainers deprecates its own decorators internally; nothing a learner can act on.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from testcontainers.community.postgres import PostgresContainer
 
 from labkit.services._base import (
     LOOPBACK,
@@ -28,7 +22,7 @@ from labkit.services._base import (
     random_secret,
     random_username,
 )
-from labkit.services._docker import ContainerHandle, run_container
+from labkit.services._docker import ContainerHandle, quiet_testcontainers, run_container
 from labkit.services._local import (
     LocalHandle,
     chown_tree,
@@ -50,6 +44,9 @@ def postgres_bindir() -> Path | None:
 
 
 def start_docker(image: str, owner: Owner) -> ContainerHandle:
+    with quiet_testcontainers():
+        from testcontainers.community.postgres import PostgresContainer
+
     username, password = random_username("labkit"), random_secret()
     container = PostgresContainer(
         image, username=username, password=password, dbname=DATABASE, driver="psycopg"

@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
-with warnings.catch_warnings():
-    # testcontainers deprecates its own decorators internally; nothing a learner can act on.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from testcontainers.community.rabbitmq import RabbitMqContainer
-
 from labkit.services._base import (
     LOOPBACK,
     Binary,
@@ -20,7 +13,7 @@ from labkit.services._base import (
     random_secret,
     random_username,
 )
-from labkit.services._docker import ContainerHandle, run_container
+from labkit.services._docker import ContainerHandle, quiet_testcontainers, run_container
 from labkit.services._local import LocalHandle, chown_tree, find_binary, launch, make_workdir
 
 
@@ -34,6 +27,9 @@ def rabbitmq_server() -> str | None:
 
 
 def start_docker(image: str, owner: Owner) -> ContainerHandle:
+    with quiet_testcontainers():
+        from testcontainers.community.rabbitmq import RabbitMqContainer
+
     username, password = random_username("labkit"), random_secret()
     container = RabbitMqContainer(image, username=username, password=password)
     url = f"amqp://{username}:{password}@{{host}}:{{port}}/%2F"

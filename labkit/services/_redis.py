@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
-with warnings.catch_warnings():
-    # testcontainers deprecates its own decorators internally; nothing a learner can act on.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from testcontainers.community.redis import RedisContainer
-
 from labkit.services._base import (
     LOOPBACK,
     Binary,
@@ -19,7 +12,7 @@ from labkit.services._base import (
     free_port,
     random_secret,
 )
-from labkit.services._docker import ContainerHandle, run_container
+from labkit.services._docker import ContainerHandle, quiet_testcontainers, run_container
 from labkit.services._local import LocalHandle, find_binary, launch, make_workdir
 
 DATABASE = "0"
@@ -31,6 +24,9 @@ def redis_server() -> str | None:
 
 
 def start_docker(image: str, owner: Owner) -> ContainerHandle:
+    with quiet_testcontainers():
+        from testcontainers.community.redis import RedisContainer
+
     password = random_secret()
     container = RedisContainer(image, password=password)
     url = f"redis://:{password}@{{host}}:{{port}}/{DATABASE}"

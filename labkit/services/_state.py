@@ -62,7 +62,8 @@ def instances_dir() -> Path:
 
 def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
+    info = path.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
         path.chmod(0o700)
 
 
