@@ -324,3 +324,19 @@ def _dead_pid() -> int:
     exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                             capture_output=True, text=True, check=True)
     return int(exited.stdout)
+
+
+def test_every_service_module_is_in_the_registry_and_nothing_registers_itself():
+    """Adding a service is its module plus one registry line; no import side effects."""
+    import ast
+    from pathlib import Path
+
+    package = Path(services.__file__).parent
+    modules = {path.stem for path in package.glob("_*.py")
+               if any(isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SPEC"
+                      for node in ast.parse(path.read_text()).body)}
+    assert {f"_{name}" for name in services.specs()} == modules
+    registry = (package / "_registry.py").read_text()
+    for name in services.specs():
+        assert f"_{name}.SPEC," in registry
+    assert "def register" not in (package / "__init__.py").read_text()
