@@ -340,3 +340,41 @@ def test_every_service_module_is_in_the_registry_and_nothing_registers_itself():
     for name in services.specs():
         assert f"_{name}.SPEC," in registry
     assert "def register" not in (package / "__init__.py").read_text()
+
+
+FOREIGN_CONFTEST = '''
+from labkit import services
+
+
+def pytest_configure(config):
+    services.export("redis")  # before any test module imports the app
+'''
+FOREIGN_APP = '''
+import os
+
+REDIS_URL = os.environ["REDIS_URL"]  # read at import, as settings classes do
+'''
+FOREIGN_TEST = '''
+import redis
+
+from app import REDIS_URL
+
+
+def test_the_app_got_labkits_redis():
+    assert redis.Redis.from_url(REDIS_URL).ping()
+'''
+
+
+@pytest.mark.slow
+def test_a_foreign_project_gets_endpoints_before_its_app_is_imported(tmp_path, redis):
+    """The recipe in `services.export`'s docstring, run in a project that is not labkit."""
+    for name, source in (("conftest.py", FOREIGN_CONFTEST), ("app.py", FOREIGN_APP),
+                         ("test_app.py", FOREIGN_TEST), ("pyproject.toml", "")):
+        (tmp_path / name).write_text(source)
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(LABKIT_REDIS_BACKEND="external", LABKIT_REDIS_URL=redis.url, PYTHONPATH=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
