@@ -24,7 +24,6 @@ import warnings
 
 from labkit import services
 from labkit.isolation import SAVEPOINT_TARGET_SECONDS, measure_isolation, summarize
-from labkit.services import docker as docker_backend
 from labkit.sql import engine_for
 
 SERVICES = ("postgres", "redis", "rabbitmq")
@@ -35,7 +34,7 @@ def available_backends() -> list[str]:
     backends = []
     if any(_can_serve(name, "local") for name in SERVICES):
         backends.append("local")
-    if docker_backend.engine_answers():
+    if services.engine_answers():
         backends.append("docker")
     if any(os.environ.get(services.specs()[name].url_env) for name in SERVICES):
         backends.append("external")

@@ -1,11 +1,19 @@
-"""`labkit doctor | up | status | down | shop serve`: the workshop's command line."""
+"""`labkit doctor | up | status | down | env | shop serve`: the workshop's command line.
+
+`labkit up` keeps services running for this project (see `labkit.services.state_dir`);
+`labkit env` prints them as ``export`` lines for another application's shell:
+
+    $ labkit up postgres redis
+    $ eval "$(labkit env)"        # LABKIT_*_URL, DATABASE_URL, PG*, REDIS_URL
+    $ uvicorn myapp.main:app      # reads DATABASE_URL as in production
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,11 +22,18 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from labkit import services
-from labkit.services import docker as docker_backend
-from labkit.services import local as local_backend
-from labkit.services.base import free_port
-from labkit.services.ownership import local_records, owner_alive, sweep_containers, sweep_local
-from labkit.services.session import read_up_state, up_file
+from labkit.services import (
+    STATE_ENV,
+    free_port,
+    local_records,
+    owner_alive,
+    read_up_state,
+    state_dir,
+    sweep_containers,
+    sweep_local,
+    up_file,
+    write_up_state,
+)
 
 PACKAGES = (
     "jupyterlab", "ipytest", "pytest", "testcontainers", "sqlalchemy", "psycopg",
@@ -49,20 +64,20 @@ def doctor_checks() -> list[Check]:
             checks.append(Check(f"package {package}", True, version(package)))
         except PackageNotFoundError:
             checks.append(Check(f"package {package}", False, "missing", "pip install -e '.[dev]'"))
-    engine = docker_backend.engine_answers()
+    engine = services.engine_answers()
     checks.append(
         Check(
             "docker engine",
             engine,
-            f"answers at {docker_backend.docker_host()}" if engine else
-            f"not reachable at {docker_backend.docker_host()}",
+            f"answers at {services.docker_host()}" if engine else
+            f"not reachable at {services.docker_host()}",
             "start Docker (Docker Desktop, or `sudo dockerd`), or use LABKIT_BACKEND=local",
             required=False,
         )
     )
     for spec in services.specs().values():
         if engine and spec.start_docker is not None:
-            present = docker_backend.image_present(spec.image)
+            present = services.image_present(spec.image)
             checks.append(
                 Check(
                     f"image {spec.image}",
@@ -73,12 +88,11 @@ def doctor_checks() -> list[Check]:
                     required=False,
                 )
             )
-    for label, found, fix in (
-        ("binary initdb/postgres", local_backend.postgres_bindir(), "apt-get install postgresql"),
-        ("binary redis-server", local_backend.redis_server(), "apt-get install redis-server"),
-        ("binary rabbitmq-server", local_backend.rabbitmq_server(), "apt-get install rabbitmq-server"),
-    ):
-        checks.append(Check(label, found is not None, str(found or "not found"), fix, required=False))
+    for spec in services.specs().values():
+        for binary in spec.binaries:
+            found = binary.find()
+            checks.append(Check(f"binary {binary.name}", found is not None,
+                                str(found or "not found"), binary.install, required=False))
     try:
         checks.append(Check("free ports on 127.0.0.1", True, f"e.g. {free_port()}"))
     except OSError as exc:
@@ -120,12 +134,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"labkit up is already running (pid {state['pid']}):")
         return cmd_status(args)
     log = up_file().with_suffix(".log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold URLs
+    with os.fdopen(fd, "w") as out:
+        # The daemon writes to this project's state dir whatever its working directory.
         daemon = subprocess.Popen(
             [sys.executable, "-m", "labkit.cli", "_hold", *args.services],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, env={**os.environ, STATE_ENV: str(state_dir())},
         )
     shown = 0
     deadline = time.monotonic() + args.timeout
@@ -157,7 +172,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
     import psutil
 
     me = psutil.Process()
-    up_file().write_text(json.dumps({"pid": me.pid, "started": me.create_time(), "urls": urls}))
+    write_up_state(me.pid, me.create_time(), urls)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
@@ -171,7 +186,8 @@ def cmd_hold(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     state = read_up_state()
     if state:
-        print(f"labkit up session (pid {state['pid']}); notebooks on the auto backend use it:")
+        print(f"labkit up session (pid {state['pid']}, state in {state_dir()}); "
+              "notebooks of this project on the auto backend use it:")
         for name, url in state["urls"].items():
             print(f"  export LABKIT_{name.upper()}_URL={url}")
     else:
@@ -187,11 +203,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print `export` lines for servers that outlive this command (URLs, `labkit up`)."""
+    names = args.services or list(services.specs())
+    lines, missing = [], []
+    for name in names:
+        endpoint = services.given(name)
+        if endpoint is None:
+            missing.append(name)
+            continue
+        lines.append(f"# {name} ({endpoint.origin})")
+        spec = services.specs()[name]
+        lines += [f"export {key}={shlex.quote(value)}" for key, value in spec.environ(endpoint).items()]
+    if missing and (args.services or not lines):
+        absent = f"{', '.join(missing)} not" if args.services else "nothing"
+        command = " ".join(["labkit up", *(missing if args.services else [])])
+        print(
+            f"labkit env: {absent} running for this project ({state_dir()}): start "
+            f"{'it' if len(missing) == 1 else 'them'} with `{command}` first (what "
+            "`labkit env` names must outlive it), or set LABKIT_<SERVICE>_URL",
+            file=sys.stderr,
+        )
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
 def _labkit_containers() -> list[str]:
-    if not docker_backend.engine_answers():
+    if not services.engine_answers():
         return []
     rows = []
-    for c in docker_backend.docker_client().containers.list(all=True, filters={"label": "labkit=true"}):
+    for c in services.docker_client().containers.list(all=True, filters={"label": "labkit=true"}):
         pid = int(c.labels.get("labkit.owner.pid", -1))
         alive = owner_alive(pid, float(c.labels.get("labkit.owner.started", 0)))
         rows.append(
@@ -210,8 +252,8 @@ def cmd_down(args: argparse.Namespace) -> int:
             time.sleep(0.2)
         print(f"stopped the labkit up session (pid {state['pid']}).")
     swept = [f"local {r.service} ({r.workdir})" for r in sweep_local(everything=args.all)]
-    if docker_backend.engine_answers():
-        swept += [f"container {c}" for c in sweep_containers(docker_backend.docker_client(), args.all)]
+    if services.engine_answers():
+        swept += [f"container {c}" for c in sweep_containers(services.docker_client(), args.all)]
     for item in swept:
         print(f"removed {item}")
     if not (state or swept):
@@ -237,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="SERVICE", help=f"any of {', '.join(default)}")
         p.add_argument("--timeout", type=float, default=300)
     sub.add_parser("status", help="show the session and whatever labkit started")
+    env = sub.add_parser(
+        "env", help="print `export` lines for this project's services (eval \"$(labkit env)\")",
+        description="Print shell `export` lines naming the services `labkit up` runs for this "
+        "project (or that LABKIT_<SERVICE>_URL gives): LABKIT_<SERVICE>_URL for labkit, and "
+        "the names other tools read: DATABASE_URL and PGHOST/PGPORT/PGUSER/PGPASSWORD/"
+        "PGDATABASE (postgres), REDIS_URL, AMQP_URL, AWS_ENDPOINT_URL and AWS_* (aws).",
+    )
+    env.add_argument("services", nargs="*", metavar="SERVICE",
+                     help="only these (default: every one that runs)")
     down = sub.add_parser("down", help="stop the session and remove orphans")
     down.add_argument("--all", action="store_true",
                       help="also remove services of processes still running (e.g. open kernels)")
@@ -249,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "doctor": cmd_doctor, "up": cmd_up, "_hold": cmd_hold, "status": cmd_status,
-    "down": cmd_down, "shop": cmd_shop_serve,
+    "down": cmd_down, "env": cmd_env, "shop": cmd_shop_serve,
 }
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 
-def labkit(*args: str, **env: str) -> subprocess.CompletedProcess:
+def labkit(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    """Run the CLI; an empty value in `env` removes that variable."""
+    merged = {k: v for k, v in {**os.environ, **env}.items() if v != ""}
     return subprocess.run(
         [sys.executable, "-m", "labkit.cli", *args],
-        capture_output=True, text=True, timeout=180, check=False, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=180, check=False, env=merged, cwd=cwd,
     )
 
 
@@ -39,16 +43,48 @@ def test_bad_service_url_is_reported_not_crashed():
     assert "must start with redis://" in result.stdout + result.stderr
 
 
+def test_env_prints_export_lines_a_shell_can_eval():
+    env = {"LABKIT_BACKEND": "external",
+           "LABKIT_POSTGRES_URL": "postgresql://app:it%27s@db.example:6543/shop"}
+    result = labkit("env", "postgres", **env)
+    assert result.returncode == 0, result.stderr
+    assert "export DATABASE_URL=postgresql://app:it%27s@db.example:6543/shop" in result.stdout
+    shell = subprocess.run(
+        ["bash", "-c", 'eval "$1"; echo "$PGHOST $PGPORT $PGPASSWORD $PGDATABASE"', "-",
+         result.stdout], capture_output=True, text=True, check=True,
+    )
+    assert shell.stdout.split() == ["db.example", "6543", "it's", "shop"]
+
+
+def test_env_says_to_run_up_when_nothing_outlives_it(tmp_path):
+    result = labkit("env", "redis", LABKIT_STATE_DIR=str(tmp_path), LABKIT_BACKEND="local",
+                    LABKIT_REDIS_URL="")
+    assert result.returncode == 1
+    assert "labkit up redis" in result.stderr and not result.stdout
+
+
 @pytest.mark.slow
-def test_up_status_down_cycle(tmp_path):
-    env = {"LABKIT_STATE_DIR": str(tmp_path), "LABKIT_BACKEND": "local"}
-    up = labkit("up", "redis", **env)
+def test_up_status_env_down_cycle_stays_in_its_project(tmp_path):
+    """No LABKIT_STATE_DIR: the session lives in the project's .labkit/, unseen elsewhere."""
+    project, other = tmp_path / "project", tmp_path / "other"
+    (project / "src").mkdir(parents=True)
+    other.mkdir()
+    for path in (project, other):
+        (path / "pyproject.toml").write_text("")
+    env = {"LABKIT_STATE_DIR": "", "LABKIT_BACKEND": "local", "LABKIT_REDIS_URL": ""}
+    up = labkit("up", "redis", cwd=project, **env)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "export LABKIT_REDIS_URL=redis://" in up.stdout
-
-    status = labkit("status", **env)
-    assert "labkit up session" in status.stdout
-
-    down = labkit("down", **env)
+    up_json = project / ".labkit" / "up.json"
+    assert stat.S_IMODE(up_json.stat().st_mode) == 0o600
+    assert stat.S_IMODE(up_json.parent.stat().st_mode) == 0o700
+    try:
+        assert "labkit up session" in labkit("status", cwd=project / "src", **env).stdout
+        exported = labkit("env", cwd=project / "src", **env)
+        assert "export REDIS_URL=redis://" in exported.stdout, exported.stderr
+        assert "no labkit up session" in labkit("status", cwd=other, **env).stdout
+        assert labkit("env", "redis", cwd=other, **env).returncode == 1
+    finally:
+        down = labkit("down", cwd=project, **env)
     assert "stopped the labkit up session" in down.stdout
-    assert "no labkit up session" in labkit("status", **env).stdout
+    assert "no labkit up session" in labkit("status", cwd=project, **env).stdout

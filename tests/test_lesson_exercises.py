@@ -17,8 +17,7 @@ import nbformat
 import pytest
 
 from labkit import services
-from labkit.services import docker as docker_backend
-from labkit.services.ownership import sweep_containers
+from labkit.services import sweep_containers
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
@@ -40,9 +39,9 @@ class Exercise:
         if self.docker_image_of is None:
             return None
         image = services.specs()[self.docker_image_of].image
-        if not docker_backend.engine_answers():
+        if not services.engine_answers():
             return f"{self.name}'s check needs a Docker engine"
-        if not docker_backend.image_present(image):
+        if not services.image_present(image):
             return f"{self.name}'s check needs the image {image}"
         return None
 
@@ -103,8 +102,8 @@ EXERCISES = [
         "12_testcontainers.ipynb",
         "redis-container",
         bug=(
-            "    with docker_backend.publish_on_loopback(container, container.port):\n",
-            "    if docker_backend.publish_on_loopback(container, container.port).start():\n",
+            "    with services.publish_on_loopback(container, container.port):\n",
+            "    if services.publish_on_loopback(container, container.port).start():\n",
         ),
         why="a fixture that starts its container and never removes it leaks one per run",
         needs=("def docker_missing",),
@@ -157,7 +156,7 @@ def test_a_wrong_answer_fails_the_check_and_nbmake(exercise, tmp_path, run_nbmak
         result = run_nbmake(cut_to_the_exercise(exercise, tmp_path, with_bug=True), "run")
     finally:
         if exercise.docker_image_of:  # what the wrong answer leaked: its kernel has exited
-            sweep_containers(docker_backend.docker_client())
+            sweep_containers(services.docker_client())
     report = result.stdout[-3000:]
     assert result.returncode != 0, f"{exercise.why}, yet nbmake passed:\n{report}"
     assert f"'{exercise.name}' is not solved yet" in result.stdout, report

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 
 import pika
+import psutil
 import psycopg
 import pytest
 import redis as redis_lib
 from sqlalchemy import text
 
 from labkit import services
-from labkit.services.base import redact
-from labkit.services.external import endpoint_from_url
-from labkit.services.ownership import local_records, sweep_local
+from labkit.services import local_records, redact, sweep_local
 
 BACKEND = os.environ.get("LABKIT_BACKEND", "auto")
 
@@ -104,17 +104,17 @@ class TestBackendChoice:
 
 class TestExternalUrls:
     def test_plain_postgres_url_gets_the_psycopg_driver(self):
-        endpoint = endpoint_from_url("postgres", "postgresql://u:p@db.example:6543/app")
+        endpoint = services.specs()["postgres"].from_url("postgresql://u:p@db.example:6543/app")
         assert endpoint.url == "postgresql+psycopg://u:p@db.example:6543/app"
         assert (endpoint.host, endpoint.port, endpoint.backend) == ("db.example", 6543, "external")
 
     def test_wrong_scheme_says_what_was_expected(self):
         with pytest.raises(services.ServiceError, match="must start with amqp://"):
-            endpoint_from_url("rabbitmq", "http://127.0.0.1:5672")
+            services.specs()["rabbitmq"].from_url("http://127.0.0.1:5672")
 
     def test_missing_host_is_rejected(self):
         with pytest.raises(services.ServiceError, match="no host"):
-            endpoint_from_url("redis", "redis:///0")
+            services.specs()["redis"].from_url("redis:///0")
 
     def test_redact_masks_only_the_password(self):
         assert redact("amqp://me:secret@h:1/%2F") == "amqp://me:***@h:1/%2F"
@@ -149,8 +149,7 @@ def test_a_killed_owner_leaks_nothing(service):
         sweep_local()
         assert not [r for r in local_records() if r.owner_pid == child.pid]
     else:
-        from labkit.services.docker import docker_client
-        from labkit.services.ownership import sweep_containers
+        from labkit.services import docker_client, sweep_containers
 
         sweep_containers(docker_client())
     assert _wait_closed(port), f"{service} on port {port} still answers after the sweep"
@@ -196,7 +195,7 @@ def test_pausing_freezes_connections_already_open(postgres):
 @pytest.mark.docker
 def test_auto_falls_back_to_local_when_the_image_cannot_be_had():
     """Offline venue: an engine answers but the image can't be pulled; binaries exist."""
-    from labkit.services.docker import engine_answers
+    from labkit.services import engine_answers
 
     if not engine_answers():
         pytest.skip("needs a Docker engine")
@@ -208,3 +207,174 @@ def test_auto_falls_back_to_local_when_the_image_cannot_be_had():
     )
     assert result.stdout.strip().endswith("local"), result.stdout + result.stderr
     assert "using local binaries for redis instead" in result.stdout
+
+
+class TestEndpointsForOtherProjects:
+    """What a project that is not labkit reads: parts, a libpq DSN, env variables."""
+
+    def test_postgres_parts_dsn_conninfo_and_sqlalchemy_url(self):
+        pg = services.specs()["postgres"].from_url("postgresql://app:s3cret@db.example:6543/shop")
+        assert (pg.host, pg.port, pg.user, pg.password, pg.database) == (
+            "db.example", 6543, "app", "s3cret", "shop")
+        assert pg.dsn == "postgresql://app:s3cret@db.example:6543/shop"
+        assert pg.sqlalchemy_url == "postgresql+psycopg://app:s3cret@db.example:6543/shop"
+        assert pg.conninfo == "host=db.example port=6543 user=app password=s3cret dbname=shop"
+
+    def test_conninfo_quotes_what_libpq_would_split(self):
+        pg = services.specs()["postgres"].from_url("postgresql://app:it%27s%20me@h/db")
+        assert pg.password == "it's me"
+        assert "password='it\\'s me'" in pg.conninfo
+
+    def test_other_services_have_plain_urls_and_no_sqlalchemy_url(self):
+        redis = services.specs()["redis"].from_url("redis://:pw@127.0.0.1:6380/15")
+        assert (redis.dsn, redis.database, redis.password) == ("redis://:pw@127.0.0.1:6380/15",
+                                                               "15", "pw")
+        with pytest.raises(services.ServiceError, match="no SQLAlchemy URL"):
+            _ = redis.sqlalchemy_url
+        with pytest.raises(services.ServiceError, match="not PostgreSQL"):
+            _ = redis.conninfo
+
+    def test_environment_names_what_each_tool_reads(self):
+        spec = services.specs()["postgres"]
+        pg = spec.from_url("postgresql://app:pw@db.example:6543/shop")
+        variables = spec.environ(pg)
+        assert variables["DATABASE_URL"] == pg.dsn
+        assert {k: variables[k] for k in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")} \
+            == {"PGHOST": "db.example", "PGPORT": "6543", "PGUSER": "app", "PGPASSWORD": "pw",
+                "PGDATABASE": "shop"}
+        # labkit reads its own variable back as the same server
+        assert spec.from_url(variables["LABKIT_POSTGRES_URL"]).url == pg.url
+        aws = services.specs()["aws"]
+        assert aws.environ(aws.from_url("http://127.0.0.1:4566"))["AWS_ENDPOINT_URL"] \
+            == "http://127.0.0.1:4566"
+
+    def test_a_foreign_client_connects_with_the_dsn_and_conninfo(self, postgres):
+        for dsn in (postgres.dsn, postgres.conninfo):
+            with psycopg.connect(dsn, connect_timeout=5) as conn:
+                assert conn.execute("select 1").fetchone() == (1,)
+
+    def test_export_sets_the_variables_an_app_reads_at_import(self, monkeypatch, redis):
+        for name in services.environ("redis"):
+            monkeypatch.setenv(name, "restored after the test")
+        exported = services.export("redis")
+        assert os.environ["REDIS_URL"] == exported["REDIS_URL"] == redis.dsn
+        assert redis_lib.Redis.from_url(os.environ["REDIS_URL"]).ping()
+
+
+class TestStateIsPerProject:
+    """`labkit up` state lives in the project, readable by its owner only."""
+
+    @pytest.fixture
+    def two_projects(self, tmp_path, monkeypatch):
+        monkeypatch.delenv("LABKIT_STATE_DIR", raising=False)
+        for name in ("a", "b"):
+            (tmp_path / name / "notebooks").mkdir(parents=True)
+            (tmp_path / name / "pyproject.toml").write_text("")
+        return tmp_path / "a", tmp_path / "b"
+
+    def test_state_lives_in_the_nearest_project_and_ignores_itself(self, two_projects,
+                                                                   monkeypatch):
+        a, _ = two_projects
+        monkeypatch.chdir(a / "notebooks")
+        assert services.project_root() == a.resolve()
+        assert services.state_dir() == a.resolve() / ".labkit"
+        assert (a / ".labkit" / ".gitignore").read_text().splitlines()[-1] == "*"
+
+    def test_an_explicit_state_dir_wins(self, two_projects, monkeypatch, tmp_path):
+        monkeypatch.chdir(two_projects[0])
+        monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / "explicit"))
+        assert services.state_dir() == tmp_path / "explicit"
+
+    def test_one_projects_session_does_not_redirect_another(self, two_projects, monkeypatch):
+        a, b = two_projects
+        monkeypatch.chdir(a)
+        me = psutil.Process()
+        services.write_up_state(me.pid, me.create_time(), {"redis": "redis://127.0.0.1:1/0"})
+        assert services.read_up_state() is not None
+        monkeypatch.setenv("LABKIT_BACKEND", "auto")
+        monkeypatch.delenv("LABKIT_REDIS_URL", raising=False)
+        assert services.backend_for("redis") == ("external", "labkit up")
+        monkeypatch.chdir(b)
+        assert services.read_up_state() is None
+        assert services.given("redis") is None
+
+    def test_state_is_readable_by_its_owner_only(self, two_projects, monkeypatch):
+        monkeypatch.chdir(two_projects[0])
+        me = psutil.Process()
+        services.write_up_state(me.pid, me.create_time(), {})
+        record = services.LocalRecord("redis", "test", me.pid, me.create_time(), "/nowhere", "")
+        record.save()
+        try:
+            state = services.state_dir()
+            for path in (state, state / "instances"):
+                assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+            for path in (services.up_file(), record.path):
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        finally:
+            record.forget()
+
+    def test_a_dead_daemons_state_is_swept(self, two_projects, monkeypatch):
+        monkeypatch.chdir(two_projects[0])
+        services.write_up_state(_dead_pid(), 0.0, {"redis": "redis://127.0.0.1:1/0"})
+        assert services.read_up_state() is None
+        assert not services.up_file().exists()
+
+
+def _dead_pid() -> int:
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True)
+    return int(exited.stdout)
+
+
+def test_every_service_module_is_in_the_registry_and_nothing_registers_itself():
+    """Adding a service is its module plus one registry line; no import side effects."""
+    import ast
+    from pathlib import Path
+
+    package = Path(services.__file__).parent
+    modules = {path.stem for path in package.glob("_*.py")
+               if any(isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SPEC"
+                      for node in ast.parse(path.read_text()).body)}
+    assert {f"_{name}" for name in services.specs()} == modules
+    registry = (package / "_registry.py").read_text()
+    for name in services.specs():
+        assert f"_{name}.SPEC," in registry
+    assert "def register" not in (package / "__init__.py").read_text()
+
+
+FOREIGN_CONFTEST = '''
+from labkit import services
+
+
+def pytest_configure(config):
+    services.export("redis")  # before any test module imports the app
+'''
+FOREIGN_APP = '''
+import os
+
+REDIS_URL = os.environ["REDIS_URL"]  # read at import, as settings classes do
+'''
+FOREIGN_TEST = '''
+import redis
+
+from app import REDIS_URL
+
+
+def test_the_app_got_labkits_redis():
+    assert redis.Redis.from_url(REDIS_URL).ping()
+'''
+
+
+@pytest.mark.slow
+def test_a_foreign_project_gets_endpoints_before_its_app_is_imported(tmp_path, redis):
+    """The recipe in `services.export`'s docstring, run in a project that is not labkit."""
+    for name, source in (("conftest.py", FOREIGN_CONFTEST), ("app.py", FOREIGN_APP),
+                         ("test_app.py", FOREIGN_TEST), ("pyproject.toml", "")):
+        (tmp_path / name).write_text(source)
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(LABKIT_REDIS_BACKEND="external", LABKIT_REDIS_URL=redis.url, PYTHONPATH=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from labkit.services.base import free_port
+from labkit.services import free_port
 from labkit.shop.fakes import FakeDownstream
 from labkit.shop.server import ShopServer
 from labkit.shop.settings import ShopSettings, settings_from_services

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from labkit.services.base import free_port
+from labkit.services import free_port
 from labkit.shop.cache import user_key
 from labkit.shop.errors import UNAVAILABLE_BODY
 from labkit.shop.messaging import publish_now

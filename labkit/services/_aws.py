@@ -25,14 +25,26 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
-from labkit.services import docker, register
-from labkit.services.base import Endpoint, Handle, Owner, ServiceError, ServiceSpec, free_port
-from labkit.services.local import LOOPBACK, LocalHandle, _launch, _workdir, find_binary
-from labkit.services.ownership import sweep_local
+from labkit.services._base import (
+    LOOPBACK,
+    Binary,
+    Endpoint,
+    Handle,
+    Owner,
+    ServiceError,
+    ServiceSpec,
+    free_port,
+)
+from labkit.services._docker import (
+    ContainerHandle,
+    prepare_container,
+    quiet_testcontainers,
+    start_container,
+)
+from labkit.services._local import LocalHandle, find_binary, launch, make_workdir
 from labkit.waiting import wait_until
 
 DEFAULT_IMAGE = "motoserver/moto:5.0.28"
@@ -56,6 +68,7 @@ def _probe(url: str) -> None:
 
 
 def moto_server() -> str | None:
+    """moto's server beside this Python, else LABKIT_MOTO_SERVER or PATH."""
     # The venv's bin directory is often not on PATH (`.venv/bin/pytest` without activation).
     beside_python = Path(sys.executable).parent / "moto_server"
     if beside_python.exists():
@@ -63,18 +76,17 @@ def moto_server() -> str | None:
     return find_binary("moto_server", "LABKIT_MOTO_SERVER")
 
 
-def start_local_aws(owner: Owner) -> LocalHandle:
+def start_local(owner: Owner) -> LocalHandle:
     binary = moto_server()
     if binary is None:
         raise ServiceError(
             "local aws needs moto's server: pip install 'moto[server]' (it provides "
             "moto_server), or set LABKIT_AWS_URL=http://… to an emulator you run"
         )
-    sweep_local()
-    workdir = _workdir("aws")
+    workdir = make_workdir("aws")
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
-    executor, record, seconds = _launch(
+    executor, record, seconds = launch(
         "aws",
         owner,
         workdir,
@@ -98,10 +110,13 @@ def start_local_aws(owner: Owner) -> LocalHandle:
     return LocalHandle(executor, record, endpoint)
 
 
-def start_aws_container(image: str, owner: Owner) -> Handle:
-    container = docker.DockerContainer(image)
-    docker._prepare(container, CONTAINER_PORT, owner, "aws")
-    seconds = docker._start(container, "aws")
+def start_docker(image: str, owner: Owner) -> Handle:
+    with quiet_testcontainers():
+        from testcontainers.core.container import DockerContainer
+
+    container = DockerContainer(image)
+    prepare_container(container, CONTAINER_PORT, owner, "aws")
+    seconds = start_container(container, "aws")
     port = int(container.get_exposed_port(CONTAINER_PORT))
     url = f"http://{LOOPBACK}:{port}"
 
@@ -129,34 +144,28 @@ def start_aws_container(image: str, owner: Owner) -> Handle:
         origin=image,
         extra=credentials(),
     )
-    return docker.ContainerHandle(container, endpoint)
+    return ContainerHandle(container, endpoint)
 
 
-def endpoint_from_aws_url(url: str) -> Endpoint:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ServiceError(
-            f"LABKIT_AWS_URL must be an emulator's http(s) URL, got {url!r} — "
-            "e.g. LABKIT_AWS_URL=http://127.0.0.1:4566"
-        )
-    return Endpoint(
-        service="aws",
-        backend="external",
-        url=url.rstrip("/"),
-        host=parts.hostname,
-        port=parts.port or (443 if parts.scheme == "https" else 80),
-        origin="environment",
-        extra=credentials(),
-    )
+def _environ(endpoint: Endpoint) -> dict[str, str]:
+    """The variables boto3 and the AWS CLI read (AWS_ENDPOINT_URL since botocore 1.31)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint.url,
+        "AWS_DEFAULT_REGION": endpoint.extra["region"],
+        "AWS_ACCESS_KEY_ID": endpoint.extra["access_key"],
+        "AWS_SECRET_ACCESS_KEY": endpoint.extra["secret_key"],
+    }
 
 
-register(
-    ServiceSpec(
-        name="aws",
-        default_image=DEFAULT_IMAGE,
-        start_docker=start_aws_container,
-        start_local=start_local_aws,
-        from_url=endpoint_from_aws_url,
-        default_port=CONTAINER_PORT,
-    )
+SPEC = ServiceSpec(
+    name="aws",
+    schemes=("http", "https"),
+    example_url="http://127.0.0.1:4566",
+    default_port=80,
+    default_image=DEFAULT_IMAGE,
+    start_docker=start_docker,
+    start_local=start_local,
+    binaries=(Binary("moto_server", moto_server, "pip install 'moto[server]'"),),
+    endpoint_extra=credentials,
+    extra_environ=_environ,
 )

@@ -10,20 +10,27 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-with warnings.catch_warnings():
-    # testcontainers deprecates its own decorators internally; nothing a learner can act on.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from testcontainers.community.postgres import PostgresContainer
-    from testcontainers.community.rabbitmq import RabbitMqContainer
-    from testcontainers.community.redis import RedisContainer
+if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
 
-from labkit.services.base import Endpoint, Owner, ServiceError, random_secret, random_username
-from labkit.services.ownership import sweep_containers
+from labkit.services._base import LOOPBACK, Endpoint, Handle, Owner, ServiceError, ServiceSpec
+from labkit.services._ownership import sweep_containers
 
-LOOPBACK = "127.0.0.1"
+
+@contextmanager
+def quiet_testcontainers() -> Iterator[None]:
+    """Import testcontainers when a container starts (it costs ~0.3 s), without its noise.
+
+    testcontainers deprecates its own decorators internally; nothing a learner can act on.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 class ImageUnavailable(ServiceError):
@@ -35,7 +42,7 @@ def docker_host() -> str:
 
 
 @lru_cache(maxsize=1)
-def docker_client():
+def docker_client() -> Any:
     """A docker-py client whose engine answered a ping, or a ServiceError saying what to do."""
     import docker
     from docker.errors import DockerException
@@ -79,7 +86,7 @@ class ContainerHandle:
         self.endpoint = endpoint
 
     @property
-    def wrapped(self):
+    def wrapped(self) -> Any:
         return self.container.get_wrapped_container()
 
     def pause(self) -> None:
@@ -130,7 +137,7 @@ def publish_on_loopback(container: DockerContainer, port: int) -> DockerContaine
     return container
 
 
-def _prepare(container: DockerContainer, port: int, owner: Owner, service: str) -> None:
+def prepare_container(container: DockerContainer, port: int, owner: Owner, service: str) -> None:
     """Label the container with its owner; publish `port` on loopback for a local engine."""
     container.with_kwargs(labels={**owner.labels, "labkit.service": service})
     publish_on_loopback(container, port)
@@ -149,17 +156,17 @@ def _use_ryuk_where_it_can_run() -> None:
         return
     image = testcontainers_config.ryuk_image
     try:
-        _ensure_image(image)
+        ensure_image(image)
     except ImageUnavailable:
         print(f"labkit: Ryuk ({image}) unavailable; labkit's own sweep removes orphans.")
         testcontainers_config.ryuk_disabled = True
 
 
-def _start(container: DockerContainer, service: str) -> float:
+def start_container(container: DockerContainer, service: str) -> float:
     client = docker_client()
     sweep_containers(client)
     _use_ryuk_where_it_can_run()
-    _ensure_image(container.image)
+    ensure_image(container.image)
     began = time.perf_counter()
     try:
         container.start()
@@ -175,7 +182,7 @@ def _start(container: DockerContainer, service: str) -> float:
     return time.perf_counter() - began
 
 
-def _ensure_image(image: str) -> None:
+def ensure_image(image: str) -> None:
     """Pull the image if missing, saying so: a pull can take minutes on venue Wi-Fi."""
     from docker.errors import APIError
 
@@ -192,7 +199,7 @@ def _ensure_image(image: str) -> None:
         ) from None
 
 
-def _run(
+def run_container(
     container: DockerContainer,
     service: str,
     port: int,
@@ -200,10 +207,11 @@ def _run(
     url: str,
     username: str | None = None,
     password: str | None = None,
+    database: str | None = None,
 ) -> ContainerHandle:
     """Start a container and describe it; `url` has ``{host}`` and ``{port}`` placeholders."""
-    _prepare(container, port, owner, service)
-    seconds = _start(container, service)
+    prepare_container(container, port, owner, service)
+    seconds = start_container(container, service)
     host = LOOPBACK if engine_is_local() else container.get_container_host_ip()
     host_port = int(container.get_exposed_port(port))
     endpoint = Endpoint(
@@ -216,30 +224,27 @@ def _run(
         password=password,
         ready_seconds=seconds,
         origin=container.image,
+        database=database,
     )
     return ContainerHandle(container, endpoint)
 
 
-def start_postgres_container(image: str, owner: Owner) -> ContainerHandle:
-    username, password = random_username("labkit"), random_secret()
-    container = PostgresContainer(
-        image, username=username, password=password, dbname="labkit", driver="psycopg"
-    )
-    # Tests need no durability: turning it off makes commits ~10x cheaper.
-    container.with_command("postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-    url = f"postgresql+psycopg://{username}:{password}@{{host}}:{{port}}/labkit"
-    return _run(container, "postgres", 5432, owner, url, username, password)
+class DockerBackend:
+    """Containers from the service's image, through testcontainers' own modules."""
 
+    name = "docker"
 
-def start_redis_container(image: str, owner: Owner) -> ContainerHandle:
-    password = random_secret()
-    container = RedisContainer(image, password=password)
-    url = f"redis://:{password}@{{host}}:{{port}}/0"
-    return _run(container, "redis", 6379, owner, url, password=password)
+    def available(self, spec: ServiceSpec) -> bool:
+        return spec.start_docker is not None and engine_answers()
 
+    def check(self, spec: ServiceSpec) -> str:
+        if spec.start_docker is None:
+            raise ServiceError(f"{spec.name} has no docker backend: set {spec.backend_env}=local")
+        docker_client()
+        return "" if image_present(spec.image) else f"; {spec.image} pulled on first use"
 
-def start_rabbitmq_container(image: str, owner: Owner) -> ContainerHandle:
-    username, password = random_username("labkit"), random_secret()
-    container = RabbitMqContainer(image, username=username, password=password)
-    url = f"amqp://{username}:{password}@{{host}}:{{port}}/%2F"
-    return _run(container, "rabbitmq", 5672, owner, url, username, password)
+    def start(self, spec: ServiceSpec, owner: Owner) -> Handle:
+        if spec.start_docker is None:
+            raise ServiceError(f"{spec.name} has no docker backend: use {spec.backend_env}=local")
+        docker_client()
+        return spec.start_docker(spec.image, owner)

@@ -13,37 +13,17 @@ import json
 import os
 import shutil
 import signal
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from labkit.services.base import Owner
+from labkit.services._base import owner_alive
+from labkit.services._state import instances_dir, write_private
 
 INSTANCE_ENV = "LABKIT_INSTANCE"
-
-
-def state_dir() -> Path:
-    """Where local instances are recorded (LABKIT_STATE_DIR, else ~/.cache/labkit)."""
-    base = os.environ.get("LABKIT_STATE_DIR") or Path.home() / ".cache" / "labkit"
-    path = Path(base) / "instances"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def current_owner() -> Owner:
-    me = psutil.Process()
-    return Owner(pid=me.pid, started=me.create_time(), instance=uuid.uuid4().hex[:12])
-
-
-def owner_alive(pid: int, started: float) -> bool:
-    """True if `pid` still runs and is the same process (pids get reused)."""
-    try:
-        return abs(psutil.Process(pid).create_time() - started) < 0.01
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
 
 
 @dataclass
@@ -59,12 +39,16 @@ class LocalRecord:
     group: int = 0
     group_started: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Fixed at creation: a kernel that changes directory still finds its own records.
+        self._path = instances_dir() / f"{self.service}-{self.instance}.json"
+
     @property
     def path(self) -> Path:
-        return state_dir() / f"{self.service}-{self.instance}.json"
+        return self._path
 
     def save(self) -> None:
-        self.path.write_text(json.dumps(asdict(self), indent=2))
+        write_private(self.path, json.dumps(asdict(self), indent=2))
 
     def forget(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -75,7 +59,7 @@ class LocalRecord:
 
 
 def local_records() -> Iterator[LocalRecord]:
-    for path in sorted(state_dir().glob("*.json")):
+    for path in sorted(instances_dir().glob("*.json")):
         try:
             yield LocalRecord(**json.loads(path.read_text()))
         except OSError:
@@ -91,12 +75,14 @@ def processes_of(record: LocalRecord) -> list[psutil.Process]:
     redis-server overwrites its own environment when it sets its process title.
     """
     group_alive = record.group and owner_alive(record.group, record.group_started)
-    found = []
+    found: list[psutil.Process] = []
     for proc in psutil.process_iter():
         try:
-            if group_alive and os.getpgid(proc.pid) == record.group or proc.environ().get(INSTANCE_ENV) == record.instance:
+            in_group = group_alive and os.getpgid(proc.pid) == record.group
+            if in_group or proc.environ().get(INSTANCE_ENV) == record.instance:
                 found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess,
+                ProcessLookupError):
             continue
     return found
 
@@ -126,7 +112,7 @@ def sweep_local(everything: bool = False) -> list[LocalRecord]:
     return swept
 
 
-def sweep_containers(client, everything: bool = False) -> list[str]:
+def sweep_containers(client: Any, everything: bool = False) -> list[str]:
     """Remove labkit containers whose owner died (or all of them). Returns their names."""
     swept = []
     for container in client.containers.list(all=True, filters={"label": "labkit=true"}):

@@ -1,0 +1,101 @@
+"""RabbitMQ: its URL rules, the binary it needs, and how each backend starts it."""
+
+from __future__ import annotations
+
+from labkit.services._base import (
+    LOOPBACK,
+    Binary,
+    Endpoint,
+    Owner,
+    ServiceError,
+    ServiceSpec,
+    free_port,
+    random_secret,
+    random_username,
+)
+from labkit.services._docker import ContainerHandle, quiet_testcontainers, run_container
+from labkit.services._local import LocalHandle, chown_tree, find_binary, launch, make_workdir
+
+
+def rabbitmq_server() -> str | None:
+    """The real rabbitmq-server script (LABKIT_RABBITMQ_SERVER, Debian's, else PATH)."""
+    # Debian's /usr/sbin/rabbitmq-server is a wrapper that `su`s to the rabbitmq user
+    # and writes to /var/log; the real script sits in /usr/lib/rabbitmq/bin.
+    return find_binary(
+        "rabbitmq-server", "LABKIT_RABBITMQ_SERVER", ("/usr/lib/rabbitmq/bin/rabbitmq-server",)
+    )
+
+
+def start_docker(image: str, owner: Owner) -> ContainerHandle:
+    with quiet_testcontainers():
+        from testcontainers.community.rabbitmq import RabbitMqContainer
+
+    username, password = random_username("labkit"), random_secret()
+    container = RabbitMqContainer(image, username=username, password=password)
+    url = f"amqp://{username}:{password}@{{host}}:{{port}}/%2F"
+    return run_container(container, "rabbitmq", 5672, owner, url, username, password)
+
+
+def start_local(owner: Owner) -> LocalHandle:
+    binary = rabbitmq_server()
+    if binary is None:
+        raise ServiceError(
+            "local rabbitmq needs rabbitmq-server: apt-get install rabbitmq-server "
+            "(conda-forge has no RabbitMQ: use Docker or LABKIT_RABBITMQ_URL there)"
+        )
+    username, password = random_username("labkit"), random_secret()
+    workdir = make_workdir("rabbitmq")
+    port, dist_port = free_port(), free_port()
+    (workdir / "rabbitmq.conf").write_text(
+        f"default_user = {username}\n"
+        f"default_pass = {password}\n"
+        "loopback_users = none\n"
+        f"listeners.tcp.default = {LOOPBACK}:{port}\n"
+    )
+    (workdir / "enabled_plugins").write_text("[].\n")
+    (workdir / "rabbitmq-env.conf").write_text("")
+    cookie = workdir / ".erlang.cookie"
+    cookie.write_text(random_secret(16))
+    cookie.chmod(0o400)
+    chown_tree(workdir)
+    url = f"amqp://{username}:{password}@{LOOPBACK}:{port}/%2F"
+
+    def probe() -> None:
+        import pika
+
+        params = pika.URLParameters(url + "?connection_attempts=1&socket_timeout=2")
+        pika.BlockingConnection(params).close()
+
+    env = {
+        "HOME": str(workdir),
+        "RABBITMQ_NODENAME": f"labkit-{owner.instance}@localhost",
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_CONFIG_FILE": str(workdir / "rabbitmq"),
+        "RABBITMQ_CONF_ENV_FILE": str(workdir / "rabbitmq-env.conf"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(workdir / "log"),
+        "RABBITMQ_PID_FILE": str(workdir / "rabbitmq.pid"),
+    }
+    executor, record, seconds = launch(
+        "rabbitmq", owner, workdir, [binary], port, url, probe, timeout=90, envvars=env
+    )
+    endpoint = Endpoint(
+        service="rabbitmq", backend="local", url=url, host=LOOPBACK, port=port,
+        username=username, password=password, ready_seconds=seconds, origin=binary,
+    )
+    return LocalHandle(executor, record, endpoint)
+
+
+SPEC = ServiceSpec(
+    name="rabbitmq",
+    schemes=("amqp", "amqps"),
+    example_url="amqp://guest:guest@127.0.0.1:5672/%2F",
+    default_port=5672,
+    default_image="rabbitmq:3-management-alpine",
+    start_docker=start_docker,
+    start_local=start_local,
+    binaries=(Binary("rabbitmq-server", rabbitmq_server, "apt-get install rabbitmq-server"),),
+    url_env_aliases=("LABKIT_AMQP_URL",),
+    extra_environ=lambda endpoint: {"AMQP_URL": endpoint.dsn},
+)

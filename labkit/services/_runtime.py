@@ -1,0 +1,180 @@
+"""The process-wide cache of started services, and the choice of a backend for each."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from labkit.services._base import Endpoint, Handle, ServiceError, ServiceSpec, current_owner
+from labkit.services._docker import ImageUnavailable, docker_host
+from labkit.services._external import given_url
+from labkit.services._registry import BACKENDS, SERVICES, backend, spec_for
+
+AUTO_DOCKER = "engine answers"
+_RUNNING: dict[str, Handle] = {}
+_LOCK = threading.RLock()
+
+
+def specs() -> dict[str, ServiceSpec]:
+    """Every service labkit knows, by name."""
+    return dict(SERVICES)
+
+
+def backend_for(name: str) -> tuple[str, str]:
+    """(backend, reason) for a service, without starting anything."""
+    spec = spec_for(name)
+    wanted = (os.environ.get(spec.backend_env) or os.environ.get("LABKIT_BACKEND") or "auto")
+    wanted = wanted.lower()
+    if wanted != "auto":
+        backend(wanted)  # an unknown name is an error that lists the known ones
+        if wanted == "external":
+            given = spec.url_from_env()
+            return "external", given[0] if given else spec.url_env
+        return wanted, "LABKIT_BACKEND"
+    given = given_url(spec)
+    if given:
+        return "external", given[0]
+    if BACKENDS["docker"].available(spec):
+        return "docker", AUTO_DOCKER
+    if BACKENDS["local"].available(spec):
+        return "local", "binaries found"
+    raise ServiceError(
+        f"no backend can provide {name}: set {spec.url_env}=…, or start Docker "
+        f"(engine at {docker_host()} did not answer), or install "
+        f"{', '.join(b.name for b in spec.binaries) or 'its server'} for LABKIT_BACKEND=local. "
+        "`labkit doctor` shows what is missing."
+    )
+
+
+def check(name: str) -> tuple[str, str]:
+    """Like `backend_for`, but also verify that backend can serve now (doctor, setup()).
+
+    Raises ServiceError with the fix when, say, LABKIT_BACKEND=docker but no engine answers.
+    """
+    spec = spec_for(name)
+    chosen, reason = backend_for(name)
+    note = backend(chosen).check(spec)
+    if note and reason == AUTO_DOCKER and BACKENDS["local"].available(spec):
+        note += ", else local"
+    return chosen, reason + note
+
+
+def start(name: str, backend_name: str | None = None) -> Handle:
+    """Start a new, private instance of `name` (not cached: the caller stops it).
+
+    For comparing backends and start-up costs; `get` is what tests and lessons use.
+    """
+    spec = spec_for(name)
+    return backend(backend_name or backend_for(name)[0]).start(spec, current_owner())
+
+
+def handle(name: str) -> Handle:
+    """The running service `name`, started on first use and reused for the process."""
+    with _LOCK:
+        if name not in _RUNNING:
+            spec = spec_for(name)
+            chosen, reason = backend_for(name)
+            try:
+                _RUNNING[name] = backend(chosen).start(spec, current_owner())
+            except ImageUnavailable as exc:
+                if reason != AUTO_DOCKER or not BACKENDS["local"].available(spec):
+                    raise
+                # auto promised "whatever works here": an engine without images and no
+                # registry (offline venue) is not a reason to stop when binaries exist.
+                print(f"labkit: {exc}\nlabkit: using local binaries for {name} instead.")
+                _RUNNING[name] = BACKENDS["local"].start(spec, current_owner())
+        return _RUNNING[name]
+
+
+def get(name: str) -> Endpoint:
+    """The endpoint of service `name` (postgres, redis, rabbitmq, …), started if needed."""
+    return handle(name).endpoint
+
+
+def given(name: str) -> Endpoint | None:
+    """The endpoint of a server that outlives this process (a URL, `labkit up`), or None.
+
+    Starts nothing, whatever LABKIT_BACKEND says: what `labkit env` prints must still
+    answer after it exits.
+    """
+    spec = spec_for(name)
+    if given_url(spec) is None:
+        return None
+    return BACKENDS["external"].start(spec, current_owner()).endpoint
+
+
+def environ(*names: str) -> dict[str, str]:
+    """Environment variables naming services `names` (all running ones if none given).
+
+    Per service: ``LABKIT_<SERVICE>_URL`` (a plain URL labkit reads back as external),
+    then the names the service's own tools read: ``DATABASE_URL`` and ``PGHOST``,
+    ``PGPORT``, ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE`` for postgres; ``REDIS_URL``;
+    ``AMQP_URL``; ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY`` for aws. Services are started if needed.
+    """
+    variables: dict[str, str] = {}
+    for name in names or tuple(running()):
+        variables.update(spec_for(name).environ(get(name)))
+    return variables
+
+
+def export(*names: str) -> dict[str, str]:
+    """Start services `names` and put their `environ` into os.environ; returns what was set.
+
+    For an application that reads its settings when it is imported: call this first,
+    e.g. in your conftest.py, before importing the app::
+
+        # conftest.py
+        from labkit import services
+
+        def pytest_configure(config):
+            services.export("postgres", "redis")   # DATABASE_URL, REDIS_URL, PG*…
+
+        # then, in tests, `from myapp.main import app` reads DATABASE_URL as in production
+    """
+    variables = environ(*names)
+    os.environ.update(variables)
+    return variables
+
+
+def running() -> dict[str, Endpoint]:
+    """The services this process started (or was given), by name."""
+    with _LOCK:
+        return {name: h.endpoint for name, h in _RUNNING.items()}
+
+
+def stop(name: str) -> None:
+    """Stop service `name` if this process runs it; a later `get` starts a new one."""
+    with _LOCK:
+        h = _RUNNING.pop(name, None)
+    if h is not None:
+        h.stop()
+
+
+def stop_all() -> None:
+    """Stop every service this process started (registered to run at exit)."""
+    for name in list(_RUNNING):
+        try:
+            stop(name)
+        except Exception as exc:  # noqa: BLE001 (at exit, report and go on stopping the others)
+            print(f"labkit: could not stop {name}: {exc}")
+
+
+@contextmanager
+def paused(name: str) -> Iterator[Endpoint]:
+    """Freeze a service for the block: a real outage, not a mock.
+
+    Clients see what they see when a server hangs: connects and queries time out.
+    """
+    h = handle(name)
+    h.pause()
+    try:
+        yield h.endpoint
+    finally:
+        h.resume()
+
+
+atexit.register(stop_all)

@@ -1,0 +1,101 @@
+"""Where labkit keeps its state: per project, readable by its owner only.
+
+State is what `labkit up` writes (``up.json``: the daemon and its URLs) and what local
+servers record for the sweep (``instances/``). It lives in LABKIT_STATE_DIR when set,
+else in ``.labkit/`` at the root of the project the working directory is in (the
+nearest ancestor holding ``pyproject.toml`` or ``.git``), so `labkit up` in one
+checkout never redirects the notebooks or tests of another. Outside any project it
+lives in ``~/.cache/labkit/dirs/<hash of the directory>``. Directories are 0700 and
+files 0600: they hold passwords.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from labkit.services._base import owner_alive
+
+STATE_ENV = "LABKIT_STATE_DIR"
+PROJECT_MARKERS = ("pyproject.toml", ".git")
+PROJECT_STATE = ".labkit"
+
+
+def project_root(start: Path | None = None) -> Path | None:
+    """The nearest ancestor of `start` (the working directory) that is a project, or None."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if any((directory / marker).exists() for marker in PROJECT_MARKERS):
+            return directory
+    return None
+
+
+def state_dir() -> Path:
+    """This project's state directory, created private (0700) on first use."""
+    explicit = os.environ.get(STATE_ENV)
+    if explicit:
+        path = Path(explicit)
+    else:
+        root = project_root()
+        if root is not None:
+            path = root / PROJECT_STATE
+        else:
+            key = hashlib.sha256(str(Path.cwd().resolve()).encode()).hexdigest()[:16]
+            path = Path.home() / ".cache" / "labkit" / "dirs" / key
+    _private_dir(path)
+    ignore = path / ".gitignore"
+    if path.name == PROJECT_STATE and not ignore.exists():
+        # Like .pytest_cache: the folder hides itself from git in any project it lands in.
+        write_private(ignore, "# written by labkit: its state (passwords) stays out of git\n*\n")
+    return path
+
+
+def instances_dir() -> Path:
+    """Where local servers are recorded so that a dead owner's can be swept."""
+    path = state_dir() / "instances"
+    _private_dir(path)
+    return path
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        path.chmod(0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read (0600 from the first byte)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(text)
+
+
+def up_file() -> Path:
+    return state_dir() / "up.json"
+
+
+def write_up_state(pid: int, started: float, urls: dict[str, str]) -> None:
+    write_private(up_file(), json.dumps({"pid": pid, "started": started, "urls": urls}))
+
+
+def read_up_state() -> dict[str, Any] | None:
+    """The running `labkit up` session, or None (a stale file from a dead daemon is removed)."""
+    path = up_file()
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not owner_alive(state.get("pid", -1), state.get("started", 0.0)):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def up_urls() -> dict[str, str]:
+    state = read_up_state()
+    return dict(state["urls"]) if state else {}
