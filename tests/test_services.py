@@ -378,3 +378,33 @@ def test_a_foreign_project_gets_endpoints_before_its_app_is_imported(tmp_path, r
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+PARALLEL_STARTS = """
+import threading
+from labkit import services
+
+rabbitmq = threading.Thread(target=services.get, args=("rabbitmq",))
+rabbitmq.start()
+services.get("redis")
+print("rabbitmq still starting" if rabbitmq.is_alive() else "rabbitmq was already up")
+rabbitmq.join()
+print(sorted(services.running()))
+"""
+
+
+@pytest.mark.slow
+def test_a_service_is_usable_while_another_one_still_starts(tmp_path):
+    """setup(start=…) starts a lesson's services in the background: one does not wait for another.
+
+    RabbitMQ boots in seconds, Redis in a fraction of one; with one lock for all starts
+    Redis would be handed out only after RabbitMQ was up.
+    """
+    if "external" in {services.backend_for(s)[0] for s in ("redis", "rabbitmq")}:
+        pytest.skip("nothing starts on the external backend")
+    child = subprocess.run(
+        [sys.executable, "-c", PARALLEL_STARTS],
+        capture_output=True, text=True, timeout=180, check=True,
+        env={**os.environ, "LABKIT_STATE_DIR": str(tmp_path)},
+    )
+    assert child.stdout.splitlines() == ["rabbitmq still starting", "['rabbitmq', 'redis']"]

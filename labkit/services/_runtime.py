@@ -15,7 +15,8 @@ from labkit.services._registry import BACKENDS, SERVICES, backend, spec_for
 
 AUTO_DOCKER = "engine answers"
 _RUNNING: dict[str, Handle] = {}
-_LOCK = threading.RLock()
+_LOCK = threading.RLock()  # guards _RUNNING and _STARTING, never held during a start
+_STARTING: dict[str, threading.Lock] = {}
 
 
 def specs() -> dict[str, ServiceSpec]:
@@ -72,21 +73,38 @@ def start(name: str, backend_name: str | None = None) -> Handle:
 
 
 def handle(name: str) -> Handle:
-    """The running service `name`, started on first use and reused for the process."""
+    """The running service `name`, started on first use and reused for the process.
+
+    Each service starts under its own lock: a notebook that starts RabbitMQ in the
+    background (``setup(start=…)``) can use PostgreSQL meanwhile, and two threads
+    asking for the same service get one server.
+    """
     with _LOCK:
-        if name not in _RUNNING:
-            spec = spec_for(name)
-            chosen, reason = backend_for(name)
-            try:
-                _RUNNING[name] = backend(chosen).start(spec, current_owner())
-            except ImageUnavailable as exc:
-                if reason != AUTO_DOCKER or not BACKENDS["local"].available(spec):
-                    raise
-                # auto promised "whatever works here": an engine without images and no
-                # registry (offline venue) is not a reason to stop when binaries exist.
-                print(f"labkit: {exc}\nlabkit: using local binaries for {name} instead.")
-                _RUNNING[name] = BACKENDS["local"].start(spec, current_owner())
-        return _RUNNING[name]
+        if name in _RUNNING:
+            return _RUNNING[name]
+        starting = _STARTING.setdefault(name, threading.Lock())
+    with starting:
+        with _LOCK:
+            if name in _RUNNING:
+                return _RUNNING[name]
+        started = _start(name)
+        with _LOCK:
+            _RUNNING[name] = started
+        return started
+
+
+def _start(name: str) -> Handle:
+    spec = spec_for(name)
+    chosen, reason = backend_for(name)
+    try:
+        return backend(chosen).start(spec, current_owner())
+    except ImageUnavailable as exc:
+        if reason != AUTO_DOCKER or not BACKENDS["local"].available(spec):
+            raise
+        # auto promised "whatever works here": an engine without images and no
+        # registry (offline venue) is not a reason to stop when binaries exist.
+        print(f"labkit: {exc}\nlabkit: using local binaries for {name} instead.")
+        return BACKENDS["local"].start(spec, current_owner())
 
 
 def get(name: str) -> Endpoint:
