@@ -35,9 +35,15 @@ from labkit.services import (
     write_up_state,
 )
 
+# (package, the extra that brings it): the core serves another project's tests; the
+# lessons need the [lessons] extra, which `make lab` installs.
 PACKAGES = (
-    "jupyterlab", "ipytest", "pytest", "testcontainers", "sqlalchemy", "psycopg",
-    "redis", "pika", "pandas", "matplotlib", "fastapi", "mirakuru",
+    *((name, "") for name in (
+        "pytest", "testcontainers", "sqlalchemy", "psycopg", "redis", "pika", "mirakuru",
+    )),
+    *((name, "lessons") for name in (
+        "jupyterlab", "ipytest", "pandas", "matplotlib", "fastapi", "locust",
+    )),
 )
 
 
@@ -59,11 +65,15 @@ def doctor_checks() -> list[Check]:
             "install Python 3.11 or newer (conda env create -f environment.yml)",
         )
     ]
-    for package in PACKAGES:
+    for package, extra in PACKAGES:
+        name = f"package {package}" + (f" [{extra}]" if extra else "")
         try:
-            checks.append(Check(f"package {package}", True, version(package)))
+            checks.append(Check(name, True, version(package), required=not extra))
         except PackageNotFoundError:
-            checks.append(Check(f"package {package}", False, "missing", "pip install -e '.[dev]'"))
+            fix = f"pip install 'labkit[{extra}]' (in this checkout: make lab)" if extra else (
+                "pip install labkit (in this checkout: make lab)"
+            )
+            checks.append(Check(name, False, "missing", fix, required=not extra))
     engine = services.engine_answers()
     checks.append(
         Check(
