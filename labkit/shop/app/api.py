@@ -8,7 +8,7 @@
     POST  /api/orders                bearer  → 201 {orderId, status, totalAmount}
     GET   /api/search?q=             full-text search over posts
     GET   /health                    200 when PostgreSQL answers
-    POST  /graphql                   see labkit.shop.graphql
+    POST  /graphql                   see labkit.shop.app.graphql
 
 Side effects are ordered so that a failure leaves nothing half-done: the database
 commit comes first (with the event in the outbox), then the cache, then the broker.
@@ -29,15 +29,13 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from labkit.shop import users
-from labkit.shop.cache import profile_key
-from labkit.shop.container import Shop
-from labkit.shop.errors import ApiError, install_error_handlers
-from labkit.shop.graphql import graphql_router
-from labkit.shop.messaging import publish_now
-from labkit.shop.models import User
-from labkit.shop.orders import Outcome, place_order
-from labkit.shop.schemas import (
+from labkit.shop.app.container import Shop
+from labkit.shop.app.errors import ApiError, install_error_handlers
+from labkit.shop.app.graphql import graphql_router
+from labkit.shop.data.models import User
+from labkit.shop.domain import users
+from labkit.shop.domain.orders import Outcome, place_order
+from labkit.shop.domain.schemas import (
     LoginRequest,
     OrderCreate,
     OrderOut,
@@ -49,8 +47,10 @@ from labkit.shop.schemas import (
     UserUpdate,
     storable,
 )
-from labkit.shop.search import search_posts
-from labkit.shop.security import TokenError, issue_token, read_token
+from labkit.shop.domain.search import search_posts
+from labkit.shop.domain.security import TokenError, issue_token, read_token
+from labkit.shop.infra.cache import profile_key
+from labkit.shop.infra.messaging import publish_now
 from labkit.shop.settings import ShopSettings
 
 
