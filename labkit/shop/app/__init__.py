@@ -11,6 +11,7 @@ composition root that builds it from its settings.
 
 from labkit.shop.app import api, graphql
 from labkit.shop.app.api import (
+    ROUTERS,
     SessionDep,
     ShopDep,
     ViewerDep,
@@ -18,6 +19,10 @@ from labkit.shop.app.api import (
     current_user_id,
     get_session,
     get_shop,
+    health_router,
+    orders_router,
+    search_router,
+    users_router,
 )
 from labkit.shop.app.container import Shop
 from labkit.shop.app.errors import (
@@ -31,6 +36,7 @@ from labkit.shop.app.graphql import graphql_router, schema
 from labkit.shop.app.server import ShopServer, serve
 
 __all__ = [
+    "ROUTERS",
     "UNAVAILABLE_BODY",
     "ApiError",
     "SessionDep",
@@ -45,9 +51,13 @@ __all__ = [
     "get_shop",
     "graphql",
     "graphql_router",
+    "health_router",
     "install_error_handlers",
     "is_unavailable",
+    "orders_router",
     "schema",
+    "search_router",
     "serve",
     "unavailable_response",
+    "users_router",
 ]
