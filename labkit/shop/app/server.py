@@ -30,7 +30,8 @@ def serve(
     """
     import uvicorn
 
-    settings = settings if settings is not None else ShopSettings()
+    if settings is None:
+        settings = ShopSettings()  # type: ignore[call-arg]  # fields from LABKIT_SHOP_*
     upgrade(settings.database_url)
     print(f"labkit shop on http://{host}:{port}  (API docs at /docs, GraphQL at /graphql)")
     for note in notes:

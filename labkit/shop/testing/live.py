@@ -86,7 +86,7 @@ def shop() -> FastAPI:
     """
     from labkit.shop.app import create_app
 
-    return create_app(ShopSettings())
+    return create_app(ShopSettings())  # type: ignore[call-arg]  # fields from LABKIT_SHOP_*
 
 
 def shop_env(settings: ShopSettings) -> dict[str, str]:
