@@ -27,7 +27,7 @@ import pandas as pd
 import psutil
 from sqlalchemy.orm import Session
 
-from labkit import load, load_demo
+from labkit import load
 
 LEVELS = [1, 2, 4, 8, 16, 32]
 PROFILE_USERS = 100
@@ -35,9 +35,15 @@ CORES = psutil.cpu_count() or 1
 
 
 def shop_knee(seconds: float) -> pd.Series:
-    from labkit.shop.db import create_engine_for
-    from labkit.shop.settings import settings_from_services
-    from labkit.shop.testing import add_user, auth_header, migrate_once, reset_shop_data
+    from labkit.shop.data import create_engine_for
+    from labkit.shop.testing import (
+        add_user,
+        auth_header,
+        migrate_once,
+        reset_shop_data,
+        settings_from_services,
+        shop_env,
+    )
 
     settings = settings_from_services(password_hash_profile="fast")
     migrate_once(settings.database_url)
@@ -51,8 +57,8 @@ def shop_knee(seconds: float) -> pd.Series:
     def profile(i: int) -> str:
         return f"/api/users/{ids[i % PROFILE_USERS]}/profile"
 
-    with load.serve_app("labkit.load_demo:shop", factory=True,
-                        env=load_demo.shop_env(settings), ready_path="/health") as shop:
+    with load.serve_app("labkit.shop.testing:shop", factory=True,
+                        env=shop_env(settings), ready_path="/health") as shop:
         load.closed_loop(shop.url, profile, workers=4, requests=4 * PROFILE_USERS,
                          headers=token, progress=False)  # warm the cache
         sweep = load.sweep(shop.url, profile, workers=LEVELS, duration_s=seconds,

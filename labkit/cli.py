@@ -272,7 +272,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_shop_serve(args: argparse.Namespace) -> int:
-    shop = importlib.import_module("labkit.shop")
+    shop = importlib.import_module("labkit.shop.testing")
     shop.serve(host=args.host, port=args.port)
     return 0
 

@@ -16,9 +16,8 @@ Serve it in its own process — ``labkit.load.serve_app("labkit.load_demo:app")`
 framework, no routing — the cheapest app uvicorn can serve, to find the limit of a
 load generator rather than of the app.
 
-``labkit.load_demo:shop`` builds the demo shop from ``LABKIT_SHOP_*`` variables, so
-uvicorn can serve it in a process of its own: ``serve_app("labkit.load_demo:shop",
-factory=True, env=shop_env(settings), ready_path="/health")``.
+The demo shop is served the same way by ``labkit.shop.testing:shop`` (with
+``labkit.shop.testing.shop_env``).
 
 Faults are switched over HTTP because the app runs in another process: a test or a
 lesson changes the real server, not a copy of it in the kernel.
@@ -30,9 +29,6 @@ import asyncio
 import time
 
 from fastapi import FastAPI, Query
-from pydantic import SecretStr
-
-from labkit.shop.settings import ShopSettings
 
 app = FastAPI(title="labkit load demo")
 _slowdown_s = 0.0
@@ -91,22 +87,3 @@ async def bare(scope, receive, send) -> None:
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"4")]})
     await send({"type": "http.response.body", "body": b"pong"})
 
-
-def shop() -> FastAPI:
-    """The demo shop configured from this process's ``LABKIT_SHOP_*`` environment."""
-    from labkit.shop.api import create_app
-
-    return create_app(ShopSettings())
-
-
-def shop_env(settings: ShopSettings) -> dict[str, str]:
-    """`settings` as the ``LABKIT_SHOP_*`` variables ``shop()`` reads in another process.
-
-    The JWT secret goes along, so tokens made here (``auth_header``) are valid there.
-    """
-    env = {}
-    for name, value in settings.model_dump().items():
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"LABKIT_SHOP_{name.upper()}"] = str(value)
-    return env

@@ -24,7 +24,7 @@ from labkit.services import Endpoint
 if TYPE_CHECKING:
     # boto3 is imported only by tests that use these fixtures: it costs every other
     # pytest run (and every %%ipytest cell's first session) a noticeable moment.
-    from labkit.shop.cloud import AwsConfig
+    from labkit.subjects.cloud import AwsConfig
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +35,9 @@ def aws() -> Endpoint:
 
 @pytest.fixture(scope="session")
 def aws_config(aws: Endpoint) -> AwsConfig:
-    from labkit.shop.cloud import AwsConfig
+    from labkit.subjects.cloud import AwsConfig
 
-    return AwsConfig.from_endpoint(aws)
+    return AwsConfig(aws.url, aws.extra["region"], aws.extra["access_key"], aws.extra["secret_key"])
 
 
 @pytest.fixture(scope="session")

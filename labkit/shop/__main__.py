@@ -2,14 +2,16 @@
 
 It uses this process's live services (labkit.services), migrates the schema, and —
 unless LABKIT_SHOP_INVENTORY_URL / LABKIT_SHOP_PAYMENT_URL say otherwise — serves
-fake inventory and payment services next to it, so orders work out of the box.
+fake inventory and payment services next to it, so orders work out of the box. This
+launcher is the demo's, so it composes the shop from `labkit.shop.testing`; a
+deployment calls `labkit.shop.serve(settings=…)`, which takes only `ShopSettings`.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from labkit.shop.server import serve
+from labkit.shop.testing import serve
 
 
 def main(argv: list[str] | None = None) -> None:

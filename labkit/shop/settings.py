@@ -1,16 +1,17 @@
 """The shop's configuration: every host, secret and timeout comes from here.
 
 Values come from keyword arguments, else ``LABKIT_SHOP_*`` environment variables
-(``LABKIT_SHOP_DATABASE_URL``, ``LABKIT_SHOP_JWT_SECRET``, …). A lesson or test never
-writes a host by hand: `settings_from_services()` asks `labkit.services` for the live
-endpoints and fills the rest with safe defaults.
+(``LABKIT_SHOP_DATABASE_URL``, ``LABKIT_SHOP_JWT_SECRET``, …). Every layer of the shop
+reads it, so it sits at the shop's root and imports nothing of the shop. A lesson or
+test never writes a host by hand: `labkit.shop.testing.settings_from_services()` asks
+labkit for the live endpoints and fills the rest with safe defaults.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,26 +67,6 @@ class ShopSettings(BaseSettings):
     order_events_exchange: str = "order-events"
 
 
-def settings_from_services(**overrides: Any) -> ShopSettings:
-    """Settings pointing at the live services of this process (started if needed).
-
-    A URL given as an argument or in a LABKIT_SHOP_* variable wins: that service is
-    then neither looked up nor started.
-
-    >>> settings = settings_from_services(password_hash_profile="fast")
-    """
-    from labkit import services
-
-    found = {
-        field: services.get(service).url
-        for field, service in SERVICE_FIELDS.items()
-        if field not in overrides and not given_in_environment(field)
-    }
-    return ShopSettings(**{**found, **overrides})
-
-
-SERVICE_FIELDS = {"database_url": "postgres", "redis_url": "redis", "amqp_url": "rabbitmq"}
-
-
 def given_in_environment(field: str) -> bool:
+    """True if ``LABKIT_SHOP_<FIELD>`` is set (and not empty): the environment wins."""
     return bool(os.environ.get(f"{ENV_PREFIX}{field.upper()}"))

@@ -1,5 +1,5 @@
 """The shop's fixtures come from the `labkit-shop` pytest11 plugin
-(labkit.shop.pytest_fixtures), the same ones lessons use in %%ipytest cells; the two
+(labkit.shop.testing.fixtures), the same ones lessons use in %%ipytest cells; the two
 users below are what several test modules start from."""
 
 import pytest

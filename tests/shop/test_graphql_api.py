@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import event, select
 
-from labkit.shop.models import Post
+from labkit.shop.data import Post
 from labkit.shop.testing import (
     add_comment,
     add_follow,
@@ -203,7 +203,7 @@ def test_database_outage_is_a_clean_graphql_error(shop_client, shop_settings, ad
 
 
 def test_unexpected_errors_are_masked(shop_client, shop_app, shop_settings, ada, monkeypatch):
-    from labkit.shop import graphql as shop_graphql
+    from labkit.shop.app import graphql as shop_graphql
 
     def broken(*args, **kwargs):
         raise RuntimeError("SELECT secret FROM internals")

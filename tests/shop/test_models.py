@@ -16,9 +16,18 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from labkit.shop.db import create_engine_for, downgrade, upgrade
-from labkit.shop.models import Base, Comment, Order, OrderItem, Post, User
-from labkit.shop.settings import ShopSettings
+from labkit.shop import ShopSettings
+from labkit.shop.data import (
+    Base,
+    Comment,
+    Order,
+    OrderItem,
+    Post,
+    User,
+    create_engine_for,
+    downgrade,
+    upgrade,
+)
 from labkit.shop.testing import add_comment, add_follow, add_post, add_user
 
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from labkit.services import free_port
-from labkit.shop.errors import UNAVAILABLE_BODY
-from labkit.shop.models import Order, OrderStatus, OutboxEvent
+from labkit.shop.app import UNAVAILABLE_BODY
+from labkit.shop.data import Order, OrderStatus, OutboxEvent
 from labkit.shop.testing import add_user, auth_header, client_for, database_outage
 
 SEED_ORDER = {

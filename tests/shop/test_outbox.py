@@ -23,18 +23,23 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labkit.services import Endpoint
-from labkit.shop.cache import profile_key
-from labkit.shop.db import session_factory
-from labkit.shop.messaging import record_event
-from labkit.shop.models import AnalyticsCounter, Order, OrderStatus, OutboxEvent, User
-from labkit.shop.outbox import (
+from labkit.shop.data import (
+    AnalyticsCounter,
+    Order,
+    OrderStatus,
+    OutboxEvent,
+    User,
+    session_factory,
+)
+from labkit.shop.infra import profile_key, record_event
+from labkit.shop.testing import add_user, migrate_once, reset_shop_data
+from labkit.shop.workers import (
     OrderEventConsumer,
     read_stats_cache,
     relay_channel,
     relay_once,
     unpublished_count,
 )
-from labkit.shop.testing import add_user, migrate_once, reset_shop_data
 
 
 class Crash(BaseException):

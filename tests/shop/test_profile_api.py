@@ -8,16 +8,10 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from labkit.shop.cache import profile_key, user_key
-from labkit.shop.models import User
-from labkit.shop.settings import ShopSettings
-from labkit.shop.testing import (
-    add_comment,
-    add_follow,
-    add_post,
-    auth_header,
-    database_outage,
-)
+from labkit.shop import ShopSettings
+from labkit.shop.data import User
+from labkit.shop.infra import profile_key, user_key
+from labkit.shop.testing import add_comment, add_follow, add_post, auth_header, database_outage
 
 
 def test_profile_aggregates_posts_follows_and_activity(
@@ -82,7 +76,7 @@ def test_another_user_sees_no_email(shop_client, shop_settings, ada, bob, warm_c
 def test_profile_without_a_valid_token_is_401(shop_client, shop_settings, ada, authorization):
     import jwt
 
-    from labkit.shop.security import issue_token
+    from labkit.shop.domain import issue_token
 
     if authorization == "expired":
         authorization = f"Bearer {issue_token(shop_settings, ada.id, ttl_seconds=-10)}"

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from labkit.shop.models import Order, Post, User
+from labkit.shop.data import Order, Post, User
 from labkit.shop.testing import add_user, auth_header
 
 

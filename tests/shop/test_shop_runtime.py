@@ -6,10 +6,15 @@ import httpx
 import pytest
 
 from labkit.services import free_port
-from labkit.shop.fakes import FakeDownstream
-from labkit.shop.server import ShopServer
-from labkit.shop.settings import ShopSettings, settings_from_services
-from labkit.shop.testing import add_user, auth_header, client_for
+from labkit.shop import ShopSettings
+from labkit.shop.app import ShopServer
+from labkit.shop.testing import (
+    FakeDownstream,
+    add_user,
+    auth_header,
+    client_for,
+    settings_from_services,
+)
 
 
 def test_settings_come_from_the_environment(monkeypatch):

@@ -10,10 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from labkit.services import free_port
-from labkit.shop.cache import user_key
-from labkit.shop.errors import UNAVAILABLE_BODY
-from labkit.shop.messaging import publish_now
-from labkit.shop.models import OutboxEvent, User
+from labkit.shop.app import UNAVAILABLE_BODY
+from labkit.shop.data import OutboxEvent, User
+from labkit.shop.infra import publish_now, user_key
 from labkit.shop.testing import auth_header, client_for, database_outage, queued_json
 
 NEW_USER = {"email": "newuser@example.com", "name": "New User", "password": "SecurePass123!"}

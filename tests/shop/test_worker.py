@@ -21,10 +21,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labkit.services import Endpoint
-from labkit.shop.db import session_factory
-from labkit.shop.models import AnalyticsCounter, ProcessedMessage
+from labkit.shop.data import AnalyticsCounter, ProcessedMessage, session_factory
 from labkit.shop.testing import migrate_once, queued_json
-from labkit.shop.worker import (
+from labkit.shop.workers import (
     OrderMessage,
     OrderTopology,
     OrderWorker,

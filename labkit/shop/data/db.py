@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labkit.shop.settings import ShopSettings
 
-MIGRATIONS_PACKAGE = "labkit.shop.migrations"
+MIGRATIONS_PACKAGE = "labkit.shop.data.migrations"
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_KEY = 7_230_001
 

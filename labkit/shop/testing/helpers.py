@@ -1,6 +1,6 @@
 """Helpers for testing the shop, in tests/ and in lesson notebooks.
 
-    >>> from labkit.shop.testing import add_user, auth_header, queued_json, database_outage
+    >>> from labkit.shop.testing import add_user, auth_header, queued_json
 
 Test data goes straight into PostgreSQL (`add_user`, `add_post`, `add_comment`,
 `add_follow`); the API under test then reads it. `reset_shop_data` empties every shop
@@ -13,23 +13,31 @@ import json
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-import psycopg
 from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from labkit.shop.db import upgrade
-from labkit.shop.models import Base, Comment, Post, User, followers_table
-from labkit.shop.security import issue_token, password_hasher
+from labkit.shop.data.db import upgrade
+from labkit.shop.data.models import Base, Comment, Post, User, followers_table
+from labkit.shop.domain.security import issue_token, password_hasher
 from labkit.shop.settings import ShopSettings
 
 DEFAULT_PASSWORD = "SecurePass123!"
+
+# Test-sized timeouts (`shop_settings` uses them): short enough that outage tests take
+# seconds, long enough for a loaded CI machine.
+TEST_TIMEOUTS: dict[str, Any] = {
+    "db_connect_timeout": 2,
+    "db_statement_timeout": 2.0,
+    "db_io_timeout": 1.5,
+    "db_pool_timeout": 2.0,
+    "downstream_timeout": 1.0,
+    "redis_timeout": 1.0,
+    "amqp_timeout": 2.0,
+}
 
 
 # -- schema and cleanup ------------------------------------------------------------------
@@ -137,27 +145,6 @@ def queued_json(
 
 
 # -- faults -------------------------------------------------------------------------------
-
-
-@contextmanager
-def database_outage(database_url: str, application_name: str = "labkit-shop") -> Iterator[None]:
-    """PostgreSQL unreachable for the shop for the block: a real fault, not a mock.
-
-    The shop's open connections are terminated, then the server is frozen
-    (`labkit.services.paused`): the app's pre-ping sees its connection gone, and its
-    reconnect hangs until ``db_connect_timeout``. On exit the server resumes.
-    """
-    from labkit import services
-
-    url = make_url(database_url).set(drivername="postgresql")
-    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (application_name,),
-        )
-    with services.paused("postgres"):
-        yield
 
 
 # -- clients ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ calls it got, and can be told to be slow or broken.
     ...     ...
     ...     fakes.payment.calls                         # what the shop sent
 
-The contracts are in `labkit.shop.orders`.
+The contracts are in `labkit.shop.domain.orders`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Alembic environment: migrates the connection `labkit.shop.db.upgrade` hands over.
+"""Alembic environment: migrates the connection `labkit.shop.data.upgrade` hands over.
 
 Run from the command line instead with
 ``alembic -x url=postgresql+psycopg://… -c <this folder>/alembic.ini upgrade head``.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from labkit.shop.models import Base
+from labkit.shop.data.models import Base
 
 target_metadata = Base.metadata
 
@@ -27,7 +27,7 @@ else:
     url = context.get_x_argument(as_dictionary=True).get("url")
     if not url:
         raise SystemExit(
-            "no database given: call labkit.shop.db.upgrade(url), or pass -x url=postgresql+psycopg://…"
+            "no database given: call labkit.shop.data.upgrade(url), or pass -x url=postgresql+psycopg://…"
         )
     engine = create_engine(url)
     with engine.begin() as conn:

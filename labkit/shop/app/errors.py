@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm.exc import StaleDataError
 
-from labkit.shop.orders import DownstreamError
+from labkit.shop.domain.orders import DownstreamError
 
 log = logging.getLogger(__name__)
 

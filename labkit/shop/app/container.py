@@ -12,11 +12,11 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from labkit.shop import cache as cache_module
-from labkit.shop.cache import Cache
-from labkit.shop.db import create_engine_for, session_factory
-from labkit.shop.messaging import AmqpPublisher
-from labkit.shop.orders import Downstream
+from labkit.shop.data.db import create_engine_for, session_factory
+from labkit.shop.domain.orders import Downstream
+from labkit.shop.infra import cache as cache_module
+from labkit.shop.infra.cache import Cache
+from labkit.shop.infra.messaging import AmqpPublisher
 from labkit.shop.settings import ShopSettings
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from labkit.shop.models import Post
+from labkit.shop.data.models import Post
 
 
 @dataclass(frozen=True)

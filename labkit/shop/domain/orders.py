@@ -1,6 +1,6 @@
 """Placing an order: inventory and payment over HTTP, the order and its event in SQL.
 
-The downstream contracts (JSON over HTTP; `labkit.shop.fakes` serves both):
+The downstream contracts (JSON over HTTP; `labkit.shop.testing.fakes` serves both):
 
 inventory, at ``settings.inventory_url``
     ``POST /check``   ``{items: [{productId, quantity}]}``
@@ -37,9 +37,9 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from labkit.shop.messaging import record_event
-from labkit.shop.models import Order, OrderItem, OrderStatus
-from labkit.shop.schemas import OrderCreate
+from labkit.shop.data.models import Order, OrderItem, OrderStatus
+from labkit.shop.domain.schemas import OrderCreate
+from labkit.shop.infra.messaging import record_event
 from labkit.shop.settings import ShopSettings
 
 log = logging.getLogger(__name__)

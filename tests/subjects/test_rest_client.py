@@ -17,7 +17,7 @@ import respx
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from labkit.shop.clients import (
+from labkit.subjects.rest_client import (
     CircuitOpenError,
     ExternalServiceUnavailable,
     ExternalUser,

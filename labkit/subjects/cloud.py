@@ -1,8 +1,7 @@
-"""The shop's cloud storage (S3) and queues (SQS), on any AWS-compatible endpoint.
+"""Cloud storage (S3) and queues (SQS), on any AWS-compatible endpoint: lesson 08's subject.
 
-    >>> from labkit import services
-    >>> from labkit.shop.cloud import AwsConfig, QueueService, StorageService
-    >>> config = AwsConfig.from_endpoint(services.get("aws"))
+    >>> from labkit.subjects.cloud import AwsConfig, QueueService, StorageService
+    >>> config = AwsConfig("http://127.0.0.1:4566", region="us-east-1")
     >>> storage = StorageService(config.client("s3"))
     >>> storage.create_bucket("invoices")
     >>> storage.upload("invoices", "2024/1.txt", b"Hello, World!")
@@ -29,8 +28,6 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from labkit.services import Endpoint
-
 __all__ = ["AwsConfig", "CloudError", "QueueService", "ReceivedMessage", "StorageService"]
 
 
@@ -40,22 +37,18 @@ class CloudError(RuntimeError):
 
 @dataclass(frozen=True)
 class AwsConfig:
+    """Where and as whom to call AWS: an endpoint URL (None for real AWS), region, keys.
+
+    For labkit's `aws` emulator, take them from its endpoint: ``AwsConfig(aws.url,
+    aws.extra["region"], aws.extra["access_key"], aws.extra["secret_key"])`` (the
+    `aws_config` fixture does).
+    """
+
     endpoint_url: str | None
     region: str = "us-east-1"
     access_key: str = "test"
     secret_key: str = "test"
     timeout: float = 5.0
-
-    @classmethod
-    def from_endpoint(cls, endpoint: Endpoint, timeout: float = 5.0) -> AwsConfig:
-        """The config for labkit's `aws` service (an emulator with dummy credentials)."""
-        return cls(
-            endpoint_url=endpoint.url,
-            region=endpoint.extra["region"],
-            access_key=endpoint.extra["access_key"],
-            secret_key=endpoint.extra["secret_key"],
-            timeout=timeout,
-        )
 
     def client(self, service: str) -> Any:
         """A boto3 client for `service` ("s3", "sqs", …) with bounded timeouts."""
@@ -87,7 +80,7 @@ def _unreachable_is_explained(client: Any) -> Iterator[None]:
         raise CloudError(
             f"cannot reach {client.meta.service_model.service_name.upper()} at "
             f"{client.meta.endpoint_url} ({exc.__class__.__name__}): is the emulator running? "
-            "In a lesson, take the endpoint from labkit: AwsConfig.from_endpoint(services.get('aws'))"
+            "In a lesson, take the endpoint from the `aws` fixture (or services.get('aws'))"
         ) from None
 
 

@@ -1,6 +1,6 @@
 """Serving the shop over real HTTP: `serve()` for people, `ShopServer` for tests.
 
-$ python -m labkit.shop --port 8000          # or: labkit shop serve
+$ python -m labkit.shop --port 8000          # or: labkit shop serve (on labkit's services)
 >>> with ShopServer(app) as server: httpx.get(f"{server.url}/health")
 """
 
@@ -8,33 +8,35 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Self
 
-from labkit.shop.api import create_app
-from labkit.shop.db import upgrade
-from labkit.shop.fakes import FakeDownstream
-from labkit.shop.settings import given_in_environment, settings_from_services
+from labkit.shop.app.api import create_app
+from labkit.shop.data.db import upgrade
+from labkit.shop.settings import ShopSettings
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the shop with uvicorn until interrupted (Ctrl-C)."""
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ShopSettings | None = None,
+    notes: Sequence[str] = (),
+) -> None:
+    """Migrate the schema, then serve the shop with uvicorn until interrupted (Ctrl-C).
+
+    `settings` default to the ``LABKIT_SHOP_*`` environment; `notes` are printed under
+    the banner. ``labkit shop serve`` (`labkit.shop.testing.serve`) passes settings on
+    labkit's live services, with fake inventory and payment services.
+    """
     import uvicorn
 
-    fakes: FakeDownstream | None = None
-    overrides: dict[str, str] = {}
-    if not all(given_in_environment(f) for f in ("inventory_url", "payment_url")):
-        fakes = FakeDownstream().start()
-        overrides = {f: url for f, url in fakes.settings().items() if not given_in_environment(f)}
-    settings = settings_from_services(**overrides)
+    if settings is None:
+        settings = ShopSettings()  # type: ignore[call-arg]  # fields from LABKIT_SHOP_*
     upgrade(settings.database_url)
     print(f"labkit shop on http://{host}:{port}  (API docs at /docs, GraphQL at /graphql)")
-    if fakes is not None:
-        print(f"  fake inventory at {fakes.inventory.url}, fake payment at {fakes.payment.url}")
-    try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
-    finally:
-        if fakes is not None:
-            fakes.stop()
+    for note in notes:
+        print(f"  {note}")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 class ShopServer:

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pika
 import redis
@@ -32,12 +34,12 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from labkit.shop.cache import profile_key
-from labkit.shop.models import AnalyticsCounter, OutboxEvent, ProcessedMessage
-from labkit.shop.worker import add_to_counter
-from labkit.waiting import wait_until
+from labkit.shop.data.models import AnalyticsCounter, OutboxEvent, ProcessedMessage
+from labkit.shop.infra.cache import profile_key
+from labkit.shop.workers.worker import add_to_counter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATS_KEY = "stats:orders"
 ORDER_COUNTERS = ("orders_created", "orders_revenue_cents")
@@ -149,12 +151,10 @@ class OrderEventConsumer:
             method, properties, body = channel.basic_get(queue, auto_ack=False)
             return None if method is None else (method, properties, body)
 
-        try:
-            method, properties, body = wait_until(
-                get, timeout=timeout, message=f"a message in {queue}"
-            )
-        except TimeoutError:
+        got = _poll(get, timeout)
+        if got is None:
             return None
+        method, properties, body = got
         if not properties.message_id:
             # Unacked, it goes back to the queue when the channel closes: nothing is lost.
             raise ValueError(
@@ -184,3 +184,18 @@ class OrderEventConsumer:
 def read_stats_cache(redis_client: redis.Redis) -> dict[str, int] | None:
     raw = redis_client.get(STATS_KEY)
     return None if raw is None else json.loads(raw)
+
+
+def _poll(get: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T | None:
+    """`get()`'s first answer that is not None, polling until `timeout` seconds; else None.
+
+    Called at least once, and once more at the deadline. (The shop has its own few
+    lines for this: it is a standalone app and does not import labkit's kit.)
+    """
+    deadline = time.monotonic() + timeout
+    while (got := get()) is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        time.sleep(min(interval, remaining))
+    return got

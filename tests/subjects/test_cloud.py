@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from labkit.services import Endpoint
-from labkit.shop.cloud import AwsConfig, CloudError, QueueService, StorageService
+from labkit.subjects.cloud import AwsConfig, CloudError, QueueService, StorageService
 
 # Until labkit.plugin_aws is registered as a pytest11 plugin.
 

@@ -1,6 +1,6 @@
 """pytest fixtures for the shop, on top of labkit's service fixtures.
 
-Load them as a plugin (``-p labkit.shop.pytest_fixtures``, a pytest11 entry point, or
+Load them as a plugin (``-p labkit.shop.testing.fixtures``, a pytest11 entry point, or
 ``pytest_plugins`` in a root conftest) and use them in tests or ``%%ipytest`` cells:
 
     def test_sign_up(shop_client, shop_session, amqp_channel, amqp_queue):
@@ -27,12 +27,13 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session
 
 from labkit.services import Endpoint
-from labkit.shop.api import create_app
-from labkit.shop.fakes import FakeDownstream
+from labkit.shop.app.api import create_app
 from labkit.shop.settings import ShopSettings
-from labkit.shop.testing import client_for, migrate_once, reset_shop_data
+from labkit.shop.testing.fakes import FakeDownstream
+from labkit.shop.testing.helpers import TEST_TIMEOUTS, client_for, migrate_once, reset_shop_data
 
 __all__ = [
+    "TEST_TIMEOUTS",
     "make_shop_app",
     "shop_app",
     "shop_clean",
@@ -44,16 +45,6 @@ __all__ = [
     "shop_settings",
 ]
 
-# Short enough that outage tests take seconds, long enough for a loaded CI machine.
-TEST_TIMEOUTS: dict[str, Any] = {
-    "db_connect_timeout": 2,
-    "db_statement_timeout": 2.0,
-    "db_io_timeout": 1.5,
-    "db_pool_timeout": 2.0,
-    "downstream_timeout": 1.0,
-    "redis_timeout": 1.0,
-    "amqp_timeout": 2.0,
-}
 
 
 @pytest.fixture(scope="session")

@@ -29,14 +29,14 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.extensions import MaskErrors
 from strawberry.fastapi import BaseContext, GraphQLRouter
 
-from labkit.shop import models
-from labkit.shop.container import Shop
-from labkit.shop.errors import is_unavailable
-from labkit.shop.messaging import publish_now
-from labkit.shop.posts import create_post, load_user_graph
-from labkit.shop.schemas import Content, Tag, Title
-from labkit.shop.search import search_posts
-from labkit.shop.security import TokenError, read_token
+from labkit.shop.app.container import Shop
+from labkit.shop.app.errors import is_unavailable
+from labkit.shop.data import models
+from labkit.shop.domain.posts import create_post, load_user_graph
+from labkit.shop.domain.schemas import Content, Tag, Title
+from labkit.shop.domain.search import search_posts
+from labkit.shop.domain.security import TokenError, read_token
+from labkit.shop.infra.messaging import publish_now
 
 T = TypeVar("T")
 

@@ -47,7 +47,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from labkit.shop.models import AnalyticsCounter, ProcessedMessage
+from labkit.shop.data.models import AnalyticsCounter, ProcessedMessage
 
 log = logging.getLogger(__name__)
 

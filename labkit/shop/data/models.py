@@ -1,7 +1,7 @@
 """The shop's tables as SQLAlchemy 2.0 typed models.
 
-The schema itself is owned by the Alembic migrations in ``labkit/shop/migrations``
-(`labkit.shop.db.upgrade(url)`); these classes must stay in step with them, and
+The schema itself is owned by the Alembic migrations in ``labkit/shop/data/migrations``
+(`labkit.shop.data.upgrade(url)`); these classes must stay in step with them, and
 ``tests/shop/test_models.py`` checks that they do.
 
 Conventions:
@@ -250,7 +250,7 @@ class OutboxEvent(Base):
     aggregate: Mapped[str] = mapped_column(String(50), nullable=False)  # "order", "user", "post"
     aggregate_id: Mapped[str] = mapped_column(String(64), nullable=False)
     event_type: Mapped[str] = mapped_column(String(64), nullable=False)  # "ORDER_CREATED", …
-    # A queue name (default exchange) or an exchange name; see labkit.shop.messaging.
+    # A queue name (default exchange) or an exchange name; see labkit.shop.infra.messaging.
     destination: Mapped[str] = mapped_column(String(100), nullable=False)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     created_at: Mapped[datetime] = _now_column()

@@ -13,10 +13,10 @@ from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from labkit.shop.messaging import record_event
-from labkit.shop.models import Comment, OutboxEvent, Post, User, followers_table
-from labkit.shop.schemas import UserCreate
-from labkit.shop.security import decoy_hash, password_hasher, verify_password
+from labkit.shop.data.models import Comment, OutboxEvent, Post, User, followers_table
+from labkit.shop.domain.schemas import UserCreate
+from labkit.shop.domain.security import decoy_hash, password_hasher, verify_password
+from labkit.shop.infra.messaging import record_event
 from labkit.shop.settings import ShopSettings
 
 RECENT_ACTIVITY_LIMIT = 10

@@ -7,8 +7,8 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from labkit.shop.messaging import record_event
-from labkit.shop.models import Comment, OutboxEvent, Post, User
+from labkit.shop.data.models import Comment, OutboxEvent, Post, User
+from labkit.shop.infra.messaging import record_event
 from labkit.shop.settings import ShopSettings
 
 

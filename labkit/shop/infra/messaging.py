@@ -4,7 +4,7 @@ A handler that changes data calls `record_event` in the *same* transaction, so t
 event exists if and only if the change committed. After the commit it may call
 `publish_now` to deliver at once (welcome emails, new-post notifications: users
 expect them now). If the broker is down, the row simply stays unpublished and the
-outbox relay (labkit.shop.outbox) delivers it later: the API never fails, and never
+outbox relay (labkit.shop.workers.outbox) delivers it later: the API never fails, and never
 loses a message, because RabbitMQ is unavailable.
 
 Delivery is at-least-once: a crash between publish and marking the row published
@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from labkit.shop.models import OutboxEvent
+from labkit.shop.data.models import OutboxEvent
 from labkit.shop.settings import ShopSettings
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,63 @@
+"""The shop as a web application: REST routes, GraphQL, error handling, and the
+composition root that builds it from its settings.
+
+    >>> from labkit.shop.app import create_app, ShopServer
+    >>> app = create_app(settings)               # Shop.from_settings(settings) inside
+    >>> with ShopServer(app) as server: ...      # served on a free local port
+
+`api` and `graphql` are public modules: lessons replace one of their collaborators
+(``monkeypatch.setattr(graphql, "load_user_graph", …)``) to see a test catch the change.
+"""
+
+from labkit.shop.app import api, graphql
+from labkit.shop.app.api import (
+    ROUTERS,
+    SessionDep,
+    ShopDep,
+    ViewerDep,
+    create_app,
+    current_user_id,
+    get_session,
+    get_shop,
+    health_router,
+    orders_router,
+    search_router,
+    users_router,
+)
+from labkit.shop.app.container import Shop
+from labkit.shop.app.errors import (
+    UNAVAILABLE_BODY,
+    ApiError,
+    install_error_handlers,
+    is_unavailable,
+    unavailable_response,
+)
+from labkit.shop.app.graphql import graphql_router, schema
+from labkit.shop.app.server import ShopServer, serve
+
+__all__ = [
+    "ROUTERS",
+    "UNAVAILABLE_BODY",
+    "ApiError",
+    "SessionDep",
+    "Shop",
+    "ShopDep",
+    "ShopServer",
+    "ViewerDep",
+    "api",
+    "create_app",
+    "current_user_id",
+    "get_session",
+    "get_shop",
+    "graphql",
+    "graphql_router",
+    "health_router",
+    "install_error_handlers",
+    "is_unavailable",
+    "orders_router",
+    "schema",
+    "search_router",
+    "serve",
+    "unavailable_response",
+    "users_router",
+]

@@ -1,0 +1,243 @@
+"""The shop's HTTP API: module-level routers, and `create_app(settings)`, the composition
+root that builds the app (`Shop.from_settings`) against any endpoints.
+
+    POST  /api/users                 sign up → 201 {id, email, name}; 409 email taken
+    POST  /api/tokens                log in  → {accessToken, tokenType, expiresIn}
+    GET   /api/users/{id}/profile    bearer  → {user, stats, recentActivity}, cached
+    PATCH /api/users/{id}            bearer, own account only, {name} and nothing else
+    POST  /api/users/{id}/follow     bearer  → 204, the caller follows {id}
+    POST  /api/orders                bearer  → 201 {orderId, status, totalAmount}
+    GET   /api/search?q=             full-text search over posts
+    GET   /health                    200 when PostgreSQL answers
+    POST  /graphql                   see labkit.shop.app.graphql
+
+Side effects are ordered so that a failure leaves nothing half-done: the database
+commit comes first (with the event in the outbox), then the cache, then the broker.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from labkit.shop.app.container import Shop
+from labkit.shop.app.errors import ApiError, install_error_handlers
+from labkit.shop.app.graphql import graphql_router
+from labkit.shop.data.models import User
+from labkit.shop.domain import users
+from labkit.shop.domain.orders import Outcome, place_order
+from labkit.shop.domain.schemas import (
+    LoginRequest,
+    OrderCreate,
+    OrderOut,
+    SearchHit,
+    SearchResults,
+    TokenOut,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+    storable,
+)
+from labkit.shop.domain.search import search_posts
+from labkit.shop.domain.security import TokenError, issue_token, read_token
+from labkit.shop.infra.cache import profile_key
+from labkit.shop.infra.messaging import publish_now
+from labkit.shop.settings import ShopSettings
+
+
+def create_app(settings: ShopSettings) -> FastAPI:
+    """The shop as an ASGI app; its dependencies live on ``app.state.shop``."""
+    shop = Shop.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        shop.close()
+
+    app = FastAPI(title="labkit shop", version="1.0", lifespan=lifespan)
+    app.state.shop = shop
+    install_error_handlers(app)
+    app.include_router(graphql_router(), prefix="/graphql")
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+# -- dependencies ----------------------------------------------------------------------
+
+
+def get_shop(request: Request) -> Shop:
+    return request.app.state.shop
+
+
+ShopDep = Annotated[Shop, Depends(get_shop)]
+
+
+def get_session(shop: ShopDep) -> Iterator[Session]:
+    with shop.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def current_user_id(
+    shop: ShopDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> uuid.UUID:
+    """The caller's user id from ``Authorization: Bearer <token>``; 401 otherwise.
+
+    Tokens are stateless: one stays valid until it expires, even for a deleted user.
+    Reads accept that; writes that need the user (orders, follows) check it exists.
+    """
+    if credentials is None:
+        raise ApiError(401, "UNAUTHORIZED", "send Authorization: Bearer <token> (POST /api/tokens)")
+    try:
+        return read_token(shop.settings, credentials.credentials)
+    except TokenError as exc:
+        raise ApiError(401, "UNAUTHORIZED", str(exc)) from None
+
+
+ViewerDep = Annotated[uuid.UUID, Depends(current_user_id)]
+SearchText = Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable)]
+
+
+def _not_found(user_id: uuid.UUID) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"no user with id {user_id}")
+
+
+# -- routes ----------------------------------------------------------------------------
+# Module-level routers, included by `create_app` in this order. A route's handler finds
+# its collaborators (search_posts, place_order, …) as this module's globals at call time.
+
+health_router = APIRouter()
+users_router = APIRouter()
+orders_router = APIRouter()
+search_router = APIRouter()
+
+
+@health_router.get("/health")
+def health(session: SessionDep) -> dict[str, str]:
+    session.execute(text("SELECT 1"))
+    return {"status": "ok"}
+
+
+@users_router.post("/api/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+def create_user(body: UserCreate, shop: ShopDep, session: SessionDep) -> dict[str, Any]:
+    user, welcome = users.create_user(session, shop.settings, body)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        if "uq_users_email_lower" in str(exc.orig):
+            raise ApiError(409, "EMAIL_TAKEN", f"a user with email {body.email} exists") from None
+        raise
+    # Only now, with the user committed, may anyone else hear of them.
+    shown = users.public_fields(user)
+    shop.cache.put_user(shown)
+    publish_now(shop.sessions, shop.publisher, welcome.id)
+    return shown
+
+
+@users_router.post("/api/tokens", response_model=TokenOut)
+def login(body: LoginRequest, shop: ShopDep, session: SessionDep) -> TokenOut:
+    user = users.authenticate(session, shop.settings, str(body.email), body.password)
+    if user is None:
+        raise ApiError(401, "UNAUTHORIZED", "wrong email or password")
+    return TokenOut(
+        accessToken=issue_token(shop.settings, user.id), expiresIn=shop.settings.jwt_ttl_seconds
+    )
+
+
+@users_router.get("/api/users/{user_id}/profile")
+def profile(
+    user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep, session: SessionDep
+) -> JSONResponse:
+    cached = shop.cache.get_json(profile_key(user_id))
+    if cached is not None:
+        return JSONResponse(users.for_viewer(cached, viewer), headers={"X-Cache": "HIT"})
+    user = session.get(User, user_id)
+    if user is None:
+        raise _not_found(user_id)
+    full = users.build_profile(session, user)
+    shop.cache.set_json(profile_key(user_id), full, shop.settings.profile_cache_ttl_seconds)
+    return JSONResponse(users.for_viewer(full, viewer), headers={"X-Cache": "MISS"})
+
+
+@users_router.patch("/api/users/{user_id}", response_model=UserOut)
+def update_user(
+    user_id: uuid.UUID, body: UserUpdate, viewer: ViewerDep, shop: ShopDep, session: SessionDep
+) -> dict[str, Any]:
+    if viewer != user_id:
+        raise ApiError(403, "FORBIDDEN", "you may only change your own account")
+    user = session.get(User, user_id)
+    if user is None:
+        raise _not_found(user_id)
+    user.name = body.name
+    session.commit()  # StaleDataError if someone else updated it meanwhile → 409
+    shown = users.public_fields(user)
+    shop.cache.put_user(shown)
+    shop.cache.forget_profiles(user_id)
+    return shown
+
+
+@users_router.post("/api/users/{user_id}/follow", status_code=status.HTTP_204_NO_CONTENT)
+def follow(user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep, session: SessionDep) -> Response:
+    if viewer == user_id:
+        raise ApiError(422, "CANNOT_FOLLOW_SELF", "a user cannot follow themself")
+    if session.get(User, user_id) is None:
+        raise _not_found(user_id)
+    if session.get(User, viewer) is None:
+        raise ApiError(401, "UNAUTHORIZED", "the token's user no longer exists")
+    users.follow(session, viewer, user_id)
+    session.commit()
+    shop.cache.forget_profiles(viewer, user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@orders_router.post(
+    "/api/orders",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderOut,
+    responses={402: {"description": "payment declined"}, 409: {"description": "out of stock"}},
+)
+def create_order(body: OrderCreate, viewer: ViewerDep, shop: ShopDep, session: SessionDep) -> Any:
+    if session.scalar(select(User.id).where(User.id == viewer)) is None:
+        raise ApiError(401, "UNAUTHORIZED", "the token's user no longer exists")
+    session.close()  # the saga opens its own short transactions; hold no connection
+    placed = place_order(
+        shop.sessions, shop.downstream, viewer, body, shop.settings.order_events_exchange
+    )
+    if placed.outcome is Outcome.INVENTORY_UNAVAILABLE:
+        raise ApiError(409, "INVENTORY_UNAVAILABLE", "some items are not in stock")
+    if placed.outcome is Outcome.PAYMENT_DECLINED:
+        raise ApiError(
+            402, "PAYMENT_DECLINED", "the payment was declined", orderId=str(placed.order_id)
+        )
+    return OrderOut(orderId=placed.order_id, status="CONFIRMED", totalAmount=placed.total_amount)
+
+
+@search_router.get("/api/search", response_model=SearchResults)
+def search(
+    q: SearchText, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> SearchResults:
+    hits = search_posts(session, q, limit)
+    return SearchResults(
+        query=q,
+        results=[SearchHit(id=h.id, type=h.type, title=h.title, rank=h.rank) for h in hits],
+    )
+
+
+ROUTERS = (health_router, users_router, orders_router, search_router)

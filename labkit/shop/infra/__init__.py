@@ -1,0 +1,21 @@
+"""The shop's clients of its infrastructure: the Redis cache and the RabbitMQ outbox.
+
+    >>> from labkit.shop.infra import Cache, connect, profile_key, record_event, publish_now
+
+Events are written to the outbox in the caller's transaction (`record_event`) and
+published after its commit (`publish_now`); the cache keys are named here once.
+"""
+
+from labkit.shop.infra.cache import Cache, connect, profile_key, user_key
+from labkit.shop.infra.messaging import AmqpPublisher, PublishError, publish_now, record_event
+
+__all__ = [
+    "AmqpPublisher",
+    "Cache",
+    "PublishError",
+    "connect",
+    "profile_key",
+    "publish_now",
+    "record_event",
+    "user_key",
+]

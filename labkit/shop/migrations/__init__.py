@@ -1,1 +1,0 @@
-"""Alembic migrations for the shop schema. Run them with `labkit.shop.db.upgrade(url)`."""

@@ -1,0 +1,126 @@
+"""Where the shop meets labkit: the one module of the shop that imports the kit.
+
+The shop is a standalone application configured by `ShopSettings`; this module joins it
+to the live services of this process (`labkit.services`):
+
+    >>> from labkit.shop.testing import settings_from_services, database_outage
+    >>> app = create_app(settings_from_services(password_hash_profile="fast"))
+    >>> with database_outage(settings.database_url): ...     # a real fault, not a mock
+
+`shop` and `shop_env` serve the shop in a process of its own (uvicorn's factory reads
+the ``LABKIT_SHOP_*`` variables); `serve` is ``labkit shop serve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
+from labkit.shop.settings import ENV_PREFIX, ShopSettings, given_in_environment
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = [
+    "SERVICE_FIELDS",
+    "database_outage",
+    "serve",
+    "settings_from_services",
+    "shop",
+    "shop_env",
+]
+
+SERVICE_FIELDS = {"database_url": "postgres", "redis_url": "redis", "amqp_url": "rabbitmq"}
+
+
+def settings_from_services(**overrides: Any) -> ShopSettings:
+    """Settings pointing at the live services of this process (started if needed).
+
+    A URL given as an argument or in a LABKIT_SHOP_* variable wins: that service is
+    then neither looked up nor started.
+
+    >>> settings = settings_from_services(password_hash_profile="fast")
+    """
+    from labkit import services
+
+    found = {
+        field: services.get(service).url
+        for field, service in SERVICE_FIELDS.items()
+        if field not in overrides and not given_in_environment(field)
+    }
+    return ShopSettings(**{**found, **overrides})
+
+
+@contextmanager
+def database_outage(database_url: str, application_name: str = "labkit-shop") -> Iterator[None]:
+    """PostgreSQL unreachable for the shop for the block: a real fault, not a mock.
+
+    The shop's open connections are terminated, then the server is frozen
+    (`labkit.services.paused`): the app's pre-ping sees its connection gone, and its
+    reconnect hangs until ``db_connect_timeout``. On exit the server resumes.
+    """
+    from labkit import services
+
+    url = make_url(database_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        )
+    with services.paused("postgres"):
+        yield
+
+
+
+def shop() -> FastAPI:
+    """The demo shop configured from this process's ``LABKIT_SHOP_*`` environment.
+
+    A factory for uvicorn in another process: ``serve_app("labkit.shop.testing:shop",
+    factory=True, env=shop_env(settings), ready_path="/health")``.
+    """
+    from labkit.shop.app import create_app
+
+    return create_app(ShopSettings())  # type: ignore[call-arg]  # fields from LABKIT_SHOP_*
+
+
+def shop_env(settings: ShopSettings) -> dict[str, str]:
+    """`settings` as the ``LABKIT_SHOP_*`` variables ``shop()`` reads in another process.
+
+    The JWT secret goes along, so tokens made here (``auth_header``) are valid there.
+    """
+    env = {}
+    for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return env
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the shop on this process's live services until interrupted (Ctrl-C).
+
+    Unless LABKIT_SHOP_INVENTORY_URL / LABKIT_SHOP_PAYMENT_URL say otherwise, fake
+    inventory and payment services run next to it, so orders work out of the box.
+    """
+    from labkit.shop.app import server
+    from labkit.shop.testing.fakes import FakeDownstream
+
+    fakes: FakeDownstream | None = None
+    overrides: dict[str, str] = {}
+    if not all(given_in_environment(f) for f in ("inventory_url", "payment_url")):
+        fakes = FakeDownstream().start()
+        overrides = {f: url for f, url in fakes.settings().items() if not given_in_environment(f)}
+    try:
+        notes = []
+        if fakes is not None:
+            notes.append(f"fake inventory at {fakes.inventory.url}, fake payment at {fakes.payment.url}")
+        server.serve(host, port, settings_from_services(**overrides), notes=notes)
+    finally:
+        if fakes is not None:
+            fakes.stop()
