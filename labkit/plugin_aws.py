@@ -14,17 +14,34 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from labkit import services
 from labkit.services import Endpoint
 
-if TYPE_CHECKING:
-    # boto3 is imported only by tests that use these fixtures: it costs every other
-    # pytest run (and every %%ipytest cell's first session) a noticeable moment.
-    from labkit.subjects.cloud import AwsConfig
+
+def aws_client(aws: Endpoint, service: str) -> Any:
+    """A boto3 client for `service` ("s3", "sqs", …) on the emulator, with bounded waits.
+
+    boto3 is imported here, by the tests that use AWS: it costs every other pytest run
+    (and every %%ipytest cell's first session) a noticeable moment.
+    """
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        endpoint_url=aws.url,
+        region_name=aws.extra["region"],
+        aws_access_key_id=aws.extra["access_key"],
+        aws_secret_access_key=aws.extra["secret_key"],
+        # two attempts and 10 s: a dead emulator is reported in seconds, not minutes
+        config=Config(
+            connect_timeout=10, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"}
+        ),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -34,20 +51,13 @@ def aws() -> Endpoint:
 
 
 @pytest.fixture(scope="session")
-def aws_config(aws: Endpoint) -> AwsConfig:
-    from labkit.subjects.cloud import AwsConfig
-
-    return AwsConfig(aws.url, aws.extra["region"], aws.extra["access_key"], aws.extra["secret_key"])
+def s3_client(aws: Endpoint) -> Any:
+    return aws_client(aws, "s3")
 
 
 @pytest.fixture(scope="session")
-def s3_client(aws_config: AwsConfig) -> Any:
-    return aws_config.client("s3")
-
-
-@pytest.fixture(scope="session")
-def sqs_client(aws_config: AwsConfig) -> Any:
-    return aws_config.client("sqs")
+def sqs_client(aws: Endpoint) -> Any:
+    return aws_client(aws, "sqs")
 
 
 @pytest.fixture

@@ -40,8 +40,7 @@ class AwsConfig:
     """Where and as whom to call AWS: an endpoint URL (None for real AWS), region, keys.
 
     For labkit's `aws` emulator, take them from its endpoint: ``AwsConfig(aws.url,
-    aws.extra["region"], aws.extra["access_key"], aws.extra["secret_key"])`` (the
-    `aws_config` fixture does).
+    aws.extra["region"], aws.extra["access_key"], aws.extra["secret_key"])``.
     """
 
     endpoint_url: str | None
