@@ -28,6 +28,8 @@ def setup(start: Iterable[str] = ()) -> None:
             "-q",
             "--no-header",
             "-p", "no:cacheprovider",
+            # the demo shop's fixtures (shop_client, …): cheap to load, heavy only when used
+            "-p", "labkit.shop.testing.fixtures",
             # pytest cannot rewrite asserts in plugins the kernel imported before it
             # (anyio, via httpx); harmless, and noise in every cell.
             "-W", "ignore::pytest.PytestAssertRewriteWarning",

@@ -1,7 +1,8 @@
 """pytest fixtures for the shop, on top of labkit's service fixtures.
 
-Load them as a plugin (``-p labkit.shop.testing.fixtures``, a pytest11 entry point, or
-``pytest_plugins`` in a root conftest) and use them in tests or ``%%ipytest`` cells:
+Load them as a plugin (``-p labkit.shop.testing.fixtures`` on the command line or in
+``addopts``, or ``pytest_plugins`` in a root conftest) and use them in tests or
+``%%ipytest`` cells:
 
     def test_sign_up(shop_client, shop_session, amqp_channel, amqp_queue):
         queue = amqp_queue("email-queue")
@@ -20,20 +21,23 @@ make_shop_app    factory for an app with other settings: make_shop_app(amqp_url=
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from fastapi import FastAPI
-from sqlalchemy.orm import Session
 
 from labkit.services import Endpoint
-from labkit.shop.app.api import create_app
-from labkit.shop.settings import ShopSettings
-from labkit.shop.testing.fakes import FakeDownstream
-from labkit.shop.testing.helpers import TEST_TIMEOUTS, client_for, migrate_once, reset_shop_data
+
+if TYPE_CHECKING:
+    # The shop, FastAPI and the fakes are imported when a shop fixture first runs, not
+    # when pytest loads this plugin: lessons and tests that never touch the shop don't
+    # pay for them.
+    from fastapi import FastAPI
+    from sqlalchemy.orm import Session
+
+    from labkit.shop.settings import ShopSettings
+    from labkit.shop.testing.fakes import FakeDownstream
 
 __all__ = [
-    "TEST_TIMEOUTS",
     "make_shop_app",
     "shop_app",
     "shop_clean",
@@ -46,10 +50,11 @@ __all__ = [
 ]
 
 
-
 @pytest.fixture(scope="session")
 def shop_fakes_server() -> Iterator[FakeDownstream]:
     """The fakes' servers, started once per session (use `shop_downstream` in tests)."""
+    from labkit.shop.testing.fakes import FakeDownstream
+
     with FakeDownstream() as fakes:
         yield fakes
 
@@ -66,6 +71,9 @@ def shop_settings(
     postgres: Endpoint, redis: Endpoint, rabbitmq: Endpoint, shop_fakes_server: FakeDownstream
 ) -> ShopSettings:
     """Settings on the live services and the fakes, with test-sized costs and timeouts."""
+    from labkit.shop.settings import ShopSettings
+    from labkit.shop.testing.helpers import TEST_TIMEOUTS
+
     return ShopSettings(
         database_url=postgres.url,
         redis_url=redis.url,
@@ -79,6 +87,10 @@ def shop_settings(
 @pytest.fixture(scope="session")
 def make_shop_app(shop_settings: ShopSettings) -> Iterator[Callable[..., FastAPI]]:
     """Build shop apps with settings overridden, closed at the end of the session."""
+    from labkit.shop.app import create_app
+    from labkit.shop.settings import ShopSettings
+    from labkit.shop.testing.helpers import migrate_once
+
     built: list[FastAPI] = []
 
     def make(**overrides: Any) -> FastAPI:
@@ -101,6 +113,8 @@ def shop_app(make_shop_app: Callable[..., FastAPI]) -> FastAPI:
 @pytest.fixture
 def shop_clean(shop_app: FastAPI, shop_downstream: FakeDownstream) -> None:
     """Empty shop tables and Redis database, fakes reset: a test starts from nothing."""
+    from labkit.shop.testing.helpers import reset_shop_data
+
     shop = shop_app.state.shop
     reset_shop_data(shop.engine)
     shop.redis.flushdb()
@@ -109,6 +123,8 @@ def shop_clean(shop_app: FastAPI, shop_downstream: FakeDownstream) -> None:
 @pytest.fixture
 def shop_client(shop_app: FastAPI, shop_clean: None) -> Iterator[Any]:
     """A TestClient on the shop, which starts with no data, no cache, fresh fakes."""
+    from labkit.shop.testing.helpers import client_for
+
     client = client_for(shop_app)
     yield client
     client.close()

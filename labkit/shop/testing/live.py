@@ -77,7 +77,6 @@ def database_outage(database_url: str, application_name: str = "labkit-shop") ->
         yield
 
 
-
 def shop() -> FastAPI:
     """The demo shop configured from this process's ``LABKIT_SHOP_*`` environment.
 
@@ -119,7 +118,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     try:
         notes = []
         if fakes is not None:
-            notes.append(f"fake inventory at {fakes.inventory.url}, fake payment at {fakes.payment.url}")
+            notes.append(
+                f"fake inventory at {fakes.inventory.url}, fake payment at {fakes.payment.url}"
+            )
         server.serve(host, port, settings_from_services(**overrides), notes=notes)
     finally:
         if fakes is not None:
