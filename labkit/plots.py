@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeAlias
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,7 +21,7 @@ from matplotlib.ticker import FuncFormatter
 
 from labkit import load
 
-Runs = pd.DataFrame | Mapping[str, pd.DataFrame]
+Runs: TypeAlias = pd.DataFrame | Mapping[str, pd.DataFrame]
 MARKED_PERCENTILES = (50, 90, 99, 99.9)
 
 
@@ -44,7 +45,7 @@ def latency_histogram(runs: Runs, *, bins: int = 60, title: str = "Latency distr
     everything = pd.concat([run["latency_ms"] for run in named.values()])
     edges = np.geomspace(max(everything.min(), 0.01), everything.max() * 1.05, bins)
     for (name, run), color in zip(named.items(), _colors()):
-        ax.hist(run["latency_ms"], bins=edges, alpha=0.5, color=color, label=name)
+        ax.hist(run["latency_ms"], bins=edges.tolist(), alpha=0.5, color=color, label=name)
         ax.axvline(run["latency_ms"].mean(), color=color, linestyle="--", linewidth=1)
         ax.axvline(load.summary(run)["p99_ms"], color=color, linewidth=1.5)
     ax.set(xscale="log", yscale="log", xlabel="latency (ms, log scale)",

@@ -226,6 +226,7 @@ def create_order(body: OrderCreate, viewer: ViewerDep, shop: ShopDep, session: S
         raise ApiError(
             402, "PAYMENT_DECLINED", "the payment was declined", orderId=str(placed.order_id)
         )
+    assert placed.order_id is not None, "a confirmed order always has its id"
     return OrderOut(orderId=placed.order_id, status="CONFIRMED", totalAmount=placed.total_amount)
 
 

@@ -18,7 +18,7 @@ import enum
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -103,7 +103,7 @@ class User(Base):
     )
     orders: Mapped[list[Order]] = relationship(back_populates="user", passive_deletes="all")
 
-    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it once)
 
     def __repr__(self) -> str:
         return f"User(id={self.id}, email={self.email!r})"
@@ -202,7 +202,7 @@ class Order(Base):
         order_by="OrderItem.id",
     )
 
-    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it once)
 
     def __repr__(self) -> str:
         return f"Order(id={self.id}, status={self.status}, total={self.total_amount})"

@@ -55,8 +55,7 @@ class FakeService:
             raise RuntimeError(
                 f"the fake {self.name} service is not started: use start() or `with`"
             )
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_port}"
 
     def calls_to(self, path: str) -> list[Call]:
         with self.lock:
@@ -224,7 +223,7 @@ class FakeDownstream:
         self.inventory.reset()
         self.payment.reset()
 
-    def settings(self) -> dict[str, str]:
+    def settings(self) -> dict[str, Any]:
         """The ShopSettings fields that point the shop at these fakes."""
         return {"inventory_url": self.inventory.url, "payment_url": self.payment.url}
 

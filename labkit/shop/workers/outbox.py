@@ -94,9 +94,9 @@ def relay_once(
 
 def unpublished_count(session_factory: sessionmaker[Session]) -> int:
     with session_factory() as session:
-        return session.scalar(
+        return session.execute(
             select(func.count()).select_from(OutboxEvent).where(OutboxEvent.published_at.is_(None))
-        )
+        ).scalar_one()
 
 
 Handled = Literal["applied", "duplicate"]
