@@ -342,42 +342,59 @@ def test_every_service_module_is_in_the_registry_and_nothing_registers_itself():
     assert "def register" not in (package / "__init__.py").read_text()
 
 
+# The README's recipe ("Use labkit from another project"), as a project that is not labkit.
 FOREIGN_CONFTEST = '''
 from labkit import services
 
 
 def pytest_configure(config):
-    services.export("redis")  # before any test module imports the app
+    services.export("postgres", "redis")  # DATABASE_URL, REDIS_URL, PG*, LABKIT_*_URL
 '''
-FOREIGN_APP = '''
-import os
+FOREIGN_SETTINGS = '''
+import redis
+from pydantic_settings import BaseSettings
+from sqlalchemy import create_engine
 
-REDIS_URL = os.environ["REDIS_URL"]  # read at import, as settings classes do
+
+class Settings(BaseSettings):
+    database_url: str  # from DATABASE_URL
+    redis_url: str  # from REDIS_URL
+
+
+settings = Settings()  # read once, when the app is imported, as in production
+engine = create_engine(settings.database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+cache = redis.Redis.from_url(settings.redis_url)
 '''
 FOREIGN_TEST = '''
-import redis
+from sqlalchemy import text
 
-from app import REDIS_URL
+from settings import cache, engine
 
 
-def test_the_app_got_labkits_redis():
-    assert redis.Redis.from_url(REDIS_URL).ping()
+def test_the_app_got_labkits_services():
+    with engine.connect() as connection:
+        assert connection.execute(text("select 1")).scalar() == 1
+    assert cache.ping()
 '''
 
 
 @pytest.mark.slow
-def test_a_foreign_project_gets_endpoints_before_its_app_is_imported(tmp_path, redis):
-    """The recipe in `services.export`'s docstring, run in a project that is not labkit."""
-    for name, source in (("conftest.py", FOREIGN_CONFTEST), ("app.py", FOREIGN_APP),
+def test_a_foreign_project_gets_endpoints_before_its_app_is_imported(tmp_path, postgres, redis):
+    """The README's recipe, run in a project that is not labkit: settings read at import."""
+    for name, source in (("conftest.py", FOREIGN_CONFTEST), ("settings.py", FOREIGN_SETTINGS),
                          ("test_app.py", FOREIGN_TEST), ("pyproject.toml", "")):
         (tmp_path / name).write_text(source)
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(LABKIT_REDIS_BACKEND="external", LABKIT_REDIS_URL=redis.url, PYTHONPATH=str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    for endpoint in (postgres, redis):
+        spec = services.specs()[endpoint.service]
+        env.update({spec.backend_env: "external", spec.url_env: endpoint.url})
+    env["PYTHONPATH"] = str(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "1 passed" in result.stdout
 
 
 PARALLEL_STARTS = """
