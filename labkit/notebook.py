@@ -30,6 +30,14 @@ def setup(start: Iterable[str] = ()) -> None:
             "-p", "no:cacheprovider",
             # the demo shop's fixtures (shop_client, …): cheap to load, heavy only when used
             "-p", "labkit.shop.testing.fixtures",
+            # Plugins installed beside the lessons that no lesson cell uses, each seconds
+            # to import on a cell's first run: nbmake (CI runs it outside the kernel),
+            # Hypothesis, Faker (factory_boy brings it), Locust (lesson 10 runs it in
+            # subprocesses; its plugin must never load in a kernel).
+            "-p", "no:nbmake",
+            "-p", "no:hypothesispytest",
+            "-p", "no:faker",
+            "-p", "no:locust",
             # pytest cannot rewrite asserts in plugins the kernel imported before it
             # (anyio, via httpx); harmless, and noise in every cell.
             "-W", "ignore::pytest.PytestAssertRewriteWarning",

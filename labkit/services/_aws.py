@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
-
-import httpx
 
 from labkit.services._base import (
     LOOPBACK,
@@ -61,10 +61,17 @@ def credentials() -> dict[str, str]:
 
 
 def _probe(url: str) -> None:
-    """Raises until the emulator answers HTTP (any status below 500 will do)."""
-    response = httpx.get(f"{url}/moto-api/", timeout=2)
-    if response.status_code >= 500:
-        raise ConnectionError(f"{url} answered {response.status_code}")
+    """Raises until the emulator answers HTTP (any status below 500 will do).
+
+    The standard library's client, not httpx: the core install, which serves other
+    projects' tests, has no HTTP client of its own.
+    """
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500:
+            raise ConnectionError(f"{url} answered {exc.code}") from None
 
 
 def moto_server() -> str | None:
@@ -123,7 +130,7 @@ def start_docker(image: str, owner: Owner) -> Handle:
     def answers() -> bool:
         try:
             _probe(url)
-        except (httpx.HTTPError, ConnectionError):
+        except OSError:  # refused, reset, timed out, or answered 5xx (ConnectionError)
             return False
         return True
 
