@@ -20,8 +20,9 @@ import sys
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
-from labkit import services
+from labkit import lessons, services
 from labkit.services import (
     STATE_ENV,
     free_port,
@@ -277,6 +278,54 @@ def cmd_shop_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lessons(args: argparse.Namespace) -> int:
+    """`labkit lessons copy | list | reset`: the learner's working copy (labkit.lessons)."""
+    try:
+        root = lessons.checkout()
+        work = root / lessons.WORK
+        if args.lessons_command == "copy":
+            copied = lessons.copy_new(root)
+            names = f": {', '.join(lesson.name for lesson in copied)}" if copied else ""
+            print(f"lessons: your working copies are in {work} ({len(copied)} copied{names}); "
+                  "notebooks/ keeps the originals.")
+            for lesson in lessons.lessons(root):
+                if lesson.original_updated:
+                    print(f"  {lesson.name}: its original changed since you copied it; "
+                          f"`labkit lessons reset {lesson.name}` takes the new one "
+                          f"(your copy goes to {work / lessons.BACKUPS}).")
+            return 0
+        if args.lessons_command == "list" or not (args.name or args.all):
+            _print_lessons(lessons.lessons(root), work)
+            if args.lessons_command == "reset":
+                print("\nlabkit lessons reset: name a lesson (e.g. `labkit lessons reset 03`) "
+                      "or give --all.")
+                return 2
+            return 0
+        chosen = lessons.lessons(root) if args.all else [lessons.find(root, args.name)]
+        for lesson in chosen:
+            if lesson.state == "clean":
+                if not args.all:
+                    print(f"{lesson.name}: already the original.")
+                continue
+            backup = lessons.reset(root, lesson)
+            kept = f"; your copy is kept as {backup}" if backup else ""
+            print(f"{lesson.name}: restored from {lesson.original}{kept}")
+        return 0
+    except lessons.LessonsError as exc:
+        print(f"labkit lessons: {exc}", file=sys.stderr)
+        return 2
+
+
+def _print_lessons(found: list[lessons.Lesson], work: Path) -> None:
+    labels = {"not copied": "not copied yet (make lab copies it)", "clean": "clean",
+              "run": "run (outputs saved, cells as the original)", "edited": "edited"}
+    width = max((len(lesson.name) for lesson in found), default=6)
+    print(f"{'lesson':<{width}}  your copy in {work}")
+    for lesson in found:
+        note = " · the original changed since it was copied" if lesson.original_updated else ""
+        print(f"{lesson.name:<{width}}  {labels[lesson.state]}{note}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -305,12 +354,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve = shop.add_parser("serve", help="run the demo shop with uvicorn on labkit's services")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    les = sub.add_parser(
+        "lessons", help="the working copy of the lessons that make lab opens (work/)",
+        description="make lab opens copies of the lessons in work/ (ignored by git), so "
+        "notebooks/ keeps the originals clean.",
+    ).add_subparsers(dest="lessons_command", required=True)
+    les.add_parser("copy", help="copy lessons not yet in work/ (make lab runs it); "
+                   "never overwrites your copy")
+    les.add_parser("list", help="each lesson and whether your copy differs from the original")
+    reset = les.add_parser("reset", help="restore a lesson from its original; your copy is "
+                           "kept in work/backups/ (no name: list the lessons)")
+    reset.add_argument("name", nargs="?", metavar="NAME",
+                       help="the lesson, e.g. 03_api_integration or 03")
+    reset.add_argument("--all", action="store_true", help="restore every lesson")
     return parser
 
 
 COMMANDS = {
     "doctor": cmd_doctor, "up": cmd_up, "_hold": cmd_hold, "status": cmd_status,
-    "down": cmd_down, "env": cmd_env, "shop": cmd_shop_serve,
+    "down": cmd_down, "env": cmd_env, "shop": cmd_shop_serve, "lessons": cmd_lessons,
 }
 
 
