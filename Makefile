@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 # Jupyter refuses to start as root unless told: containers and CI machines often are root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# JupyterLab opens the learner's working copies in work/ (ignored by git), so notebooks/
+# keeps the originals: `labkit lessons copy` adds lessons not copied yet and never
+# overwrites a copy (`labkit lessons reset NAME` restores one). jupyter/ holds the kit's
+# JupyterLab defaults (no news pop-up): see jupyter/README.md.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/ $(ALLOW_ROOT) $(LAB_ARGS)
+	$(BIN)/labkit lessons copy
+	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+		$(BIN)/jupyter lab work/ $(ALLOW_ROOT) $(LAB_ARGS)
 
 # LABKIT_SOLUTIONS=run makes every exercise's solution cell run, so CI checks them.
 test: $(STAMP)

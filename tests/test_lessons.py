@@ -136,3 +136,21 @@ def test_the_repository_ignores_the_working_copy():
     if ignored.returncode == 128:
         pytest.skip("not a git checkout")
     assert ignored.returncode == 0, "work/ must be in .gitignore: the copies are the learner's"
+
+
+def test_jupyterlab_reads_the_kits_setting_that_turns_the_news_pop_up_off(monkeypatch):
+    """`make lab` puts jupyter/ first on JUPYTER_CONFIG_PATH; JupyterLab 4 asks about news
+    only while `fetchNews` is "none", and reads this file as the setting's default."""
+    pytest.importorskip("jupyterlab")
+    from jupyter_server.services.config.manager import ConfigManager
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(repo / "jupyter"))
+    plugin = "@jupyterlab/apputils-extension:notification"
+    # what jupyterlab_server does to find default_setting_overrides
+    overrides = ConfigManager(config_dir_name="labconfig").get("default_setting_overrides")
+    assert overrides[plugin]["fetchNews"] == "false"
+    schema = Path(sys.prefix, "share/jupyter/lab/schemas/@jupyterlab/apputils-extension",
+                  "notification.json")
+    choices = [c["const"] for c in json.loads(schema.read_text())["properties"]["fetchNews"]["oneOf"]]
+    assert "false" in choices and "none" in choices, choices
