@@ -17,6 +17,7 @@ the shop, Locust's files), write figures under ``out/`` beside themselves (so
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 from dataclasses import dataclass
@@ -58,10 +59,6 @@ class Lesson:
     # "edited" (a cell's text changed)
     state: str
     original_updated: bool  # the original changed (a `git pull`) since it was copied
-
-    @property
-    def differs(self) -> bool:
-        return self.state in ("run", "edited")
 
 
 def lessons(root: Path) -> list[Lesson]:
@@ -124,8 +121,13 @@ def reset(root: Path, lesson: Lesson, now: datetime | None = None) -> Path | Non
     backup = None
     if lesson.copy.exists() and lesson.copy.read_bytes() != lesson.original.read_bytes():
         stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-        backup = root / WORK / BACKUPS / f"{lesson.name}-{stamp}.ipynb"
-        backup.parent.mkdir(parents=True, exist_ok=True)
+        folder = root / WORK / BACKUPS
+        folder.mkdir(parents=True, exist_ok=True)
+        backup = folder / f"{lesson.name}-{stamp}.ipynb"
+        for n in itertools.count(2):  # two resets in one second keep both copies
+            if not backup.exists():
+                break
+            backup = folder / f"{lesson.name}-{stamp}-{n}.ipynb"
         lesson.copy.replace(backup)
     _copy(lesson)
     return backup

@@ -93,6 +93,10 @@ def test_reset_restores_the_original_and_keeps_the_copy_as_a_backup(root):
     assert backup.read_text() == edited
     assert states(root)["00_first"] == "clean"
     assert lessons.reset(root, lessons.find(root, "00"), datetime(2026, 1, 2, 3, 4, 6)) is None
+    (root / "work" / "00_first.ipynb").write_text(notebook("print('again')"))
+    again = lessons.reset(root, lessons.find(root, "00"), datetime(2026, 1, 2, 3, 4, 5))
+    assert again is not None and again.name == "00_first-20260102-030405-2.ipynb"
+    assert backup.read_text() == edited  # the first backup is kept
 
 
 def test_an_unknown_lesson_names_the_known_ones(root):
