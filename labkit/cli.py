@@ -359,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="make lab opens copies of the lessons in work/ (ignored by git), so "
         "notebooks/ keeps the originals clean.",
     ).add_subparsers(dest="lessons_command", required=True)
-    les.add_parser("copy", help="copy lessons not yet in work/ (make lab runs it); "
-                   "never overwrites your copy")
+    les.add_parser("copy", help="copy lessons not yet in work/ (make lab runs it); a copy "
+                   "you saved is never overwritten")
     les.add_parser("list", help="each lesson and whether your copy differs from the original")
     reset = les.add_parser("reset", help="restore a lesson from its original; your copy is "
                            "kept in work/backups/ (no name: list the lessons)")
