@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from labkit import load
 
@@ -163,6 +163,50 @@ def capacity(sweeps: pd.DataFrame | Mapping[str, pd.DataFrame], *,
     fig.legend(handles, [str(artist.get_label()) for artist in handles],
                loc="outside lower center", ncols=len(entries), fontsize=8, frameon=False)
     left.grid(alpha=0.3)
+    return fig
+
+
+def spread(samples: Mapping[str, pd.Series], *, ylabel: str, title: str,
+           zoom: int = 2) -> Figure:
+    """Every sample as a dot over its box, one column per name, in the order given.
+
+    Left, all of them on a log scale: they may differ by orders of magnitude. Right, the
+    first `zoom` (pass them cheapest first) on a linear scale of their own: at the
+    bottom of a log scale, values a few ms apart look alike, and the comparison most
+    often asked is between the cheapest two.
+    """
+    if not samples:
+        raise ValueError("nothing to plot: pass a dict of name → samples")
+    names = list(samples)
+    panels = [names, names[:zoom]] if len(names) > zoom else [names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.5 + 1.3 * sum(map(len, panels)), 3.8),
+                             layout="constrained", squeeze=False,
+                             gridspec_kw={"width_ratios": [len(shown) for shown in panels]})
+    colors = dict(zip(names, _colors()))
+    jitter = np.random.default_rng(0)
+    for ax, shown in zip(axes[0], panels):
+        values = [samples[name].to_numpy(dtype=float) for name in shown]
+        boxes = ax.boxplot(values, showfliers=False, widths=0.5, patch_artist=True,
+                           medianprops={"color": "black"})
+        for box, name in zip(boxes["boxes"], shown):
+            box.set(facecolor=colors[name], alpha=0.25)
+        for position, (name, points) in enumerate(zip(shown, values), start=1):
+            ax.scatter(position + jitter.uniform(-0.15, 0.15, points.size), points, s=8,
+                       alpha=0.6, color=colors[name], zorder=3)
+        ax.set_xticks(range(1, len(shown) + 1),
+                      [f"{name}\nmedian {np.median(samples[name]):.3g}" for name in shown])
+        ax.grid(axis="y", which="both", alpha=0.3)
+    whole = axes[0][0]
+    whole.set_yscale("log")
+    whole.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    whole.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: f"{y:g}"))
+    whole.yaxis.set_minor_locator(NullLocator())
+    whole.set(ylabel=f"{ylabel} (log scale)", title="all" if len(panels) > 1 else None)
+    if len(panels) > 1:
+        close = axes[0][1]
+        close.set_ylim(bottom=0)
+        close.set(ylabel=ylabel, title=f"the cheapest {zoom}, linear scale")
+    fig.suptitle(title)
     return fig
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 
 import matplotlib
+import numpy as np
+import pandas as pd
 import pytest
 
 from labkit import load, plots
@@ -96,6 +98,21 @@ def test_capacity_writes_nothing_over_its_data(runs):
     assert all(not ax.texts and ax.get_legend() is None for ax in fig.axes)
     assert not any(legend.get_window_extent(renderer).overlaps(plot_area)
                    for legend in fig.legends)
+
+
+def test_spread_shows_the_cheapest_apart_on_their_own_linear_scale():
+    rng = np.random.default_rng(1)
+    samples = {name: pd.Series(rng.normal(median, median / 10, 30)) for name, median in
+               [("savepoint", 3.6), ("delete", 4.5), ("truncate", 20.0), ("template", 300.0)]}
+
+    fig = plots.spread(samples, ylabel="ms added per test", title="isolation")
+
+    whole, close = fig.axes
+    assert whole.get_yscale() == "log" and close.get_yscale() == "linear"
+    assert [label.get_text().split()[0] for label in close.get_xticklabels()] == [
+        "savepoint", "delete"]
+    # the two cheapest fill their panel, rather than the bottom of a scale made for 300 ms
+    assert close.get_ylim()[1] < 2 * max(samples["delete"])
 
 
 def _legend_labels(fig) -> list[str]:
