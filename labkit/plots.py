@@ -16,8 +16,10 @@ from typing import TypeAlias
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from labkit import load
 
@@ -83,7 +85,7 @@ def over_time(runs: Runs, *, bucket_s: float = 0.25, title: str = "Over time") -
     ``load.timeline()`` or ``LocustRun.history``, which are drawn as p50/p99 lines.
     """
     named = _named(runs)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True,
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, layout="constrained",
                                       gridspec_kw={"height_ratios": [3, 2]})
     for (name, frame), color in zip(named.items(), _colors()):
         if "latency_ms" in frame:
@@ -101,7 +103,8 @@ def over_time(runs: Runs, *, bucket_s: float = 0.25, title: str = "Over time") -
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    # Above the plot, not on it: a stall's slow tail can land in any corner.
+    # Above the plot, not on it: a stall's slow tail can land in any corner. The
+    # constrained layout puts the title above the legend, so neither covers the other.
     top.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2,
                frameon=False, markerscale=3)
     return fig
@@ -113,25 +116,32 @@ def capacity(sweeps: pd.DataFrame | Mapping[str, pd.DataFrame], *,
     sweep's knee marked; pass ``{"cold": a, "warm": b}`` to compare sweeps."""
     named = dict(sweeps) if isinstance(sweeps, Mapping) else {"": sweeps}
     level = next(iter(named.values())).index.name or "load"
-    fig, left = plt.subplots(figsize=(8, 4.5))
+    fig, left = plt.subplots(figsize=(8, 5.5), layout="constrained")
     right = left.twinx()
-    notes = []
+    entries: list[list[Artist]] = []  # per sweep, what its legend column lists
     for (name, sweep), color in zip(named.items(), _colors()):
         prefix = f"{name}: " if name else ""
         knee = load.find_knee(sweep)
-        left.plot(sweep.index, sweep["throughput_rps"], "o-", color=color,
-                  label=f"{prefix}throughput")
-        right.plot(sweep.index, sweep["p99_ms"], "s--", color=color, alpha=0.7,
-                   label=f"{prefix}p99 latency")
         left.axvline(knee, color=color, linestyle=":", linewidth=1.5)
-        left.plot([knee], [sweep.loc[knee, "throughput_rps"]], "*", color=color, markersize=16)
-        notes.append(f"{prefix}knee at {level.replace('_', ' ')} = {knee:g}: "
-                     f"{sweep.loc[knee, 'throughput_rps']:,.0f} req/s, "
-                     f"p99 {sweep.loc[knee, 'p99_ms']:,.1f} ms")
+        column: list[Artist] = [
+            *left.plot(sweep.index, sweep["throughput_rps"], "o-", color=color,
+                       label=f"{prefix}throughput"),
+            *right.plot(sweep.index, sweep["p99_ms"], "s--", color=color, alpha=0.7,
+                        label=f"{prefix}p99 latency"),
+            # The knee's figures go in the legend, next to its star: on the axes they
+            # would cover some of the data, wherever they stood.
+            *left.plot([knee], [sweep.loc[knee, "throughput_rps"]], "*", color=color,
+                       markersize=16, linestyle="none",
+                       label=f"{prefix}knee at {level.replace('_', ' ')} = {knee:g}: "
+                             f"{sweep.loc[knee, 'throughput_rps']:,.0f} req/s, "
+                             f"p99 {sweep.loc[knee, 'p99_ms']:,.1f} ms"),
+        ]
         if "generator_bound" in sweep and sweep["generator_bound"].any():
             bound = sweep[sweep["generator_bound"]]
-            left.scatter(bound.index, bound["throughput_rps"], s=160, facecolors="none",
-                         edgecolors="orange", label=f"{prefix}generator-bound")
+            column.append(left.scatter(bound.index, bound["throughput_rps"], s=160,
+                                       facecolors="none", edgecolors="orange",
+                                       label=f"{prefix}generator-bound"))
+        entries.append(column)
     levels = np.concatenate([sweep.index.to_numpy(dtype=float) for sweep in named.values()])
     if levels.min() > 0 and levels.max() / levels.min() >= 8:
         left.set_xscale("log", base=2)  # levels like 1, 2, 4 … 32 spread evenly
@@ -144,15 +154,59 @@ def capacity(sweeps: pd.DataFrame | Mapping[str, pd.DataFrame], *,
     right.set_ylabel("p99 latency (ms, dashed)")
     left.set_ylim(bottom=0)
     right.set_ylim(bottom=0)
-    left.text(0.98, 0.04, "\n".join(notes), transform=left.transAxes, ha="right",
-              va="bottom", fontsize=9, bbox={"boxstyle": "round", "fc": "white", "alpha": 0.85})
-    handles, labels = [], []
-    for ax in (left, right):
-        h, lab = ax.get_legend_handles_labels()
-        handles += h
-        labels += lab
-    left.legend(handles, labels, loc="upper left", fontsize=8)
+    # Below the plot, not on it: curves of any shape stay uncovered. One column per
+    # sweep (matplotlib fills columns first, so shorter columns are padded).
+    rows = max(len(column) for column in entries)
+    blank = Line2D([], [], linestyle="none")
+    padded = [column + [blank] * (rows - len(column)) for column in entries]
+    handles = [artist for column in padded for artist in column]
+    fig.legend(handles, [str(artist.get_label()) for artist in handles],
+               loc="outside lower center", ncols=len(entries), fontsize=8, frameon=False)
     left.grid(alpha=0.3)
+    return fig
+
+
+def spread(samples: Mapping[str, pd.Series], *, ylabel: str, title: str,
+           zoom: int = 2) -> Figure:
+    """Every sample as a dot over its box, one column per name, in the order given.
+
+    Left, all of them on a log scale: they may differ by orders of magnitude. Right, the
+    first `zoom` (pass them cheapest first) on a linear scale of their own: at the
+    bottom of a log scale, values a few ms apart look alike, and the comparison most
+    often asked is between the cheapest two.
+    """
+    if not samples:
+        raise ValueError("nothing to plot: pass a dict of name → samples")
+    names = list(samples)
+    panels = [names, names[:zoom]] if len(names) > zoom else [names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.5 + 1.3 * sum(map(len, panels)), 3.8),
+                             layout="constrained", squeeze=False,
+                             gridspec_kw={"width_ratios": [len(shown) for shown in panels]})
+    colors = dict(zip(names, _colors()))
+    jitter = np.random.default_rng(0)
+    for ax, shown in zip(axes[0], panels):
+        values = [samples[name].to_numpy(dtype=float) for name in shown]
+        boxes = ax.boxplot(values, showfliers=False, widths=0.5, patch_artist=True,
+                           medianprops={"color": "black"})
+        for box, name in zip(boxes["boxes"], shown):
+            box.set(facecolor=colors[name], alpha=0.25)
+        for position, (name, points) in enumerate(zip(shown, values), start=1):
+            ax.scatter(position + jitter.uniform(-0.15, 0.15, points.size), points, s=8,
+                       alpha=0.6, color=colors[name], zorder=3)
+        ax.set_xticks(range(1, len(shown) + 1),
+                      [f"{name}\nmedian {np.median(samples[name]):.3g}" for name in shown])
+        ax.grid(axis="y", which="both", alpha=0.3)
+    whole = axes[0][0]
+    whole.set_yscale("log")
+    whole.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    whole.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: f"{y:g}"))
+    whole.yaxis.set_minor_locator(NullLocator())
+    whole.set(ylabel=f"{ylabel} (log scale)", title="all" if len(panels) > 1 else None)
+    if len(panels) > 1:
+        close = axes[0][1]
+        close.set_ylim(bottom=0)
+        close.set(ylabel=ylabel, title=f"the cheapest {zoom}, linear scale")
+    fig.suptitle(title)
     return fig
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 
 import matplotlib
+import numpy as np
+import pandas as pd
 import pytest
 
 from labkit import load, plots
@@ -56,8 +58,7 @@ def test_capacity_marks_the_knee(runs, tmp_path):
     fig = plots.capacity(sweep)
 
     knee = load.find_knee(sweep)
-    notes = [text.get_text() for text in fig.axes[0].texts]
-    assert any(note.startswith(f"knee at workers = {knee:g}:") for note in notes)
+    assert any(label.startswith(f"knee at workers = {knee:g}:") for label in _legend_labels(fig))
     assert plots.save(fig, "capacity", tmp_path).read_bytes()[:8] == PNG_MAGIC
 
 
@@ -66,8 +67,56 @@ def test_capacity_compares_sweeps_with_a_knee_each(runs):
 
     fig = plots.capacity({"cold": sweep, "warm": sweep})
 
-    note = fig.axes[0].texts[0].get_text()
-    assert note.count("knee at workers") == 2 and "cold: " in note and "warm: " in note
+    knees = [label for label in _legend_labels(fig) if "knee at workers" in label]
+    assert [knee.split(":")[0] for knee in knees] == ["cold", "warm"]
+
+
+def test_over_time_title_and_legend_do_not_overlap(runs):
+    named, _ = runs
+
+    title = "A title as long as a lesson's title, or longer"
+    per_second = load.timeline(named["open"], bucket_s=0.5)
+
+    fig = plots.over_time({**named, "per second": per_second}, title=title)  # 2 legend rows
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    legend = fig.axes[0].get_legend().get_window_extent(renderer)
+    suptitle = next(text for text in fig.texts if text.get_text() == title)
+    assert not legend.overlaps(suptitle.get_window_extent(renderer))
+    assert not legend.overlaps(fig.axes[0].get_window_extent(renderer))
+
+
+def test_capacity_writes_nothing_over_its_data(runs):
+    _, sweep = runs
+
+    fig = plots.capacity({"cold": sweep, "warm": sweep})
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    plot_area = fig.axes[0].get_window_extent(renderer)
+    assert all(not ax.texts and ax.get_legend() is None for ax in fig.axes)
+    assert not any(legend.get_window_extent(renderer).overlaps(plot_area)
+                   for legend in fig.legends)
+
+
+def test_spread_shows_the_cheapest_apart_on_their_own_linear_scale():
+    rng = np.random.default_rng(1)
+    samples = {name: pd.Series(rng.normal(median, median / 10, 30)) for name, median in
+               [("savepoint", 3.6), ("delete", 4.5), ("truncate", 20.0), ("template", 300.0)]}
+
+    fig = plots.spread(samples, ylabel="ms added per test", title="isolation")
+
+    whole, close = fig.axes
+    assert whole.get_yscale() == "log" and close.get_yscale() == "linear"
+    assert [label.get_text().split()[0] for label in close.get_xticklabels()] == [
+        "savepoint", "delete"]
+    # the two cheapest fill their panel, rather than the bottom of a scale made for 300 ms
+    assert close.get_ylim()[1] < 2 * max(samples["delete"])
+
+
+def _legend_labels(fig) -> list[str]:
+    return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
 
 
 def test_save_defaults_to_labkit_out(monkeypatch, tmp_path, runs):

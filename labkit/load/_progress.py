@@ -1,4 +1,9 @@
-"""Progress bars for runs and sweeps, shown only once they last long enough to need one."""
+"""Progress bars for runs and sweeps, shown only once they last long enough to need one.
+
+In a terminal a finished bar is erased. In a notebook erasing cannot work: the cell's
+output keeps the erased line as a blank one, so there the bar ends as one final line
+(what ran, how long it took).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ def wait_with_progress(
 ) -> None:
     """Wait for `threads` to end, showing `done()` of `total` `unit`s if `show`."""
     with tqdm(total=total, unit=unit, delay=PROGRESS_AFTER_S, disable=not show,
-              leave=False, file=sys.stdout) as bar:
+              leave=_in_notebook(), file=sys.stdout) as bar:
         while any(thread.is_alive() for thread in threads):
             time.sleep(0.2)
             bar.update(done() - bar.n)
@@ -29,5 +34,10 @@ def wait_with_progress(
 
 def each_with_progress(items: Iterable[Item], desc: str, unit: str) -> Iterator[Item]:
     """`items` one by one, with a bar if going through them takes a while."""
-    yield from tqdm(items, desc=desc, unit=unit, leave=False, file=sys.stdout,
+    yield from tqdm(items, desc=desc, unit=unit, leave=_in_notebook(), file=sys.stdout,
                     delay=PROGRESS_AFTER_S)
+
+
+def _in_notebook() -> bool:
+    """True in a Jupyter kernel, where stdout is a cell's output rather than a terminal."""
+    return "ipykernel" in sys.modules and not sys.stdout.isatty()
