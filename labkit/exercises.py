@@ -164,7 +164,10 @@ def check_magic(line: str, cell: str) -> None:
     # answer as a short report of our own. pytest's is shown only if no test ran at all.
     pytest_report = io.StringIO()
     with contextlib.redirect_stdout(pytest_report):
-        code = ipytest.run("-q", "--tb=short", plugins=[outcome], raise_on_error=False)
+        # --color=no: pytest colours the values in its messages, which the report quotes
+        code = ipytest.run(
+            "-q", "--tb=short", "--color=no", plugins=[outcome], raise_on_error=False
+        )
     if code == 0 and outcome.passed:
         print(f"✅ '{name}' solved: {outcome.passed} check(s) passed.")
         return
