@@ -8,9 +8,24 @@ An exercise is three cells:
    collapsed, and it does *not* run unless LABKIT_SOLUTIONS=run (CI sets it, so CI
    checks every solution), or you ask with ``reveal("count-orders")``;
 3. **the check** — ``%%check count-orders`` then tests, like ``%%ipytest``. It says
-   ✅ solved, ⏳ not attempted yet (your stub still raises NotImplementedError), or
-   fails loudly (❌) with the test output. Where every check skips (a lesson about
-   containers on a machine without Docker), it prints ⏭️ and the reason instead.
+   ✅ solved, ⏳ not attempted yet (your stub still raises NotImplementedError), or ❌
+   not solved. Where every check skips (a lesson about containers on a machine without
+   Docker), it prints ⏭️ and the reason instead.
+
+A wrong answer gets a short report, not pytest's: each failed test by its name in words
+(``test_counts_each_visit`` → "counts each visit"), the one assertion that failed with its
+values, and the exercise's hint; then the cell fails with one red line, so nbmake fails a
+wrong solution in CI. The hint is written in the check cell, as a comment right under the
+magic (continued on the comment lines after it), where the lesson's author sees it beside
+the tests it explains; the report shows it after a wrong answer::
+
+    %%check count-orders
+    # hint: count in SQL with func.count(); loading every order to count them in
+    #   Python is what the last test catches.
+    def test_counts_only_this_users_orders(db_session): ...
+
+Under LABKIT_SOLUTIONS=run the report goes into the error itself, since nbmake's log
+shows a failing cell's error and not its printed output.
 
 ``restore("count-orders")``, run in any cell, replaces that cell with the original
 stub, derived from the solution.
@@ -22,6 +37,7 @@ import contextlib
 import io
 import os
 import re
+import textwrap
 from dataclasses import dataclass
 
 import pytest
@@ -105,6 +121,35 @@ class _Outcome:
             "NotImplementedError" in str(r.longrepr) for r in self.failed
         )
 
+    @property
+    def tests(self) -> int:
+        """Tests that ran: a test failing in its call and in its teardown counts once."""
+        return self.passed + len({r.nodeid for r in self.failed})
+
+
+class ExerciseNotSolved(ExerciseError):
+    """A check found a wrong answer. The report above says what; IPython shows one line.
+
+    IPython prints what ``_render_traceback_`` returns in place of the traceback, which
+    would run through ipytest, pytest and this module: nothing a learner can act on. The
+    cell still fails, so nbmake fails a wrong solution in CI.
+    """
+
+    def __init__(self, message: str, report: str = "") -> None:
+        super().__init__(message)
+        self.report = report  # shown with the error only where nothing else shows it (CI)
+
+    def _render_traceback_(self) -> list[str]:
+        return [*self.report.splitlines(), f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+# Lines of pytest's advice that a notebook cell cannot follow (it has no -v to add).
+_PYTEST_ADVICE = re.compile(r"^\s*(Use -v+ to get|\.\.\.Full output truncated)")
+_ADDRESS = re.compile(r"\s*(object )?at 0x[0-9a-fA-F]+")
+_MODULE_PATH = re.compile(r"\b(?:[a-z_]\w*\.)+(?=[A-Za-z_])")  # not Class.method
+_LONGEST_REPR = 40  # characters; a longer <…> repr shows its type only
+_MOST_LINES = 8  # of one failure's message
+
 
 def check_magic(line: str, cell: str) -> None:
     """``%%check NAME``: run the cell's tests against your code and say where you stand."""
@@ -112,13 +157,17 @@ def check_magic(line: str, cell: str) -> None:
 
     name = line.strip() or "exercise"
     ipytest.clean()
-    _shell().run_cell(cell).raise_error()
+    if not _shell().run_cell(cell).success:
+        raise ExerciseNotSolved(f"'{name}' could not be checked: its cell raised the error above")
     outcome = _Outcome()
-    # pytest's report is held back: an untouched stub should read as one calm line,
-    # not a traceback per test. Anything else shows the report in full.
-    report = io.StringIO()
-    with contextlib.redirect_stdout(report):
-        code = ipytest.run("-q", "--tb=short", plugins=[outcome], raise_on_error=False)
+    # pytest's own report is held back: an untouched stub reads as one calm line, a wrong
+    # answer as a short report of our own. pytest's is shown only if no test ran at all.
+    pytest_report = io.StringIO()
+    with contextlib.redirect_stdout(pytest_report):
+        # --color=no: pytest colours the values in its messages, which the report quotes
+        code = ipytest.run(
+            "-q", "--tb=short", "--color=no", plugins=[outcome], raise_on_error=False
+        )
     if code == 0 and outcome.passed:
         print(f"✅ '{name}' solved: {outcome.passed} check(s) passed.")
         return
@@ -129,14 +178,132 @@ def check_magic(line: str, cell: str) -> None:
     if outcome.not_attempted and not solutions_run():
         print(f"⏳ '{name}' not attempted yet: your function still raises NotImplementedError.")
         return
-    print(report.getvalue())
     if not (outcome.passed or outcome.failed):
+        print(pytest_report.getvalue())
         raise ExerciseError(
             f"the check for '{name}' ran no test (pytest exit code {code}, report above)"
         )
-    raise ExerciseError(
-        f"❌ '{name}' is not solved yet: {len(outcome.failed)} check(s) failed (see above)."
-    )
+    failed = len({r.nodeid for r in outcome.failed})
+    summary = f"'{name}' is not solved yet: {failed} of {outcome.tests} check(s) failed."
+    report = failure_report(f"❌ {summary}", outcome.failed, hint_of(cell))
+    if solutions_run():  # CI: nbmake's log shows a cell's error, not what it printed
+        raise ExerciseNotSolved(summary, report)
+    print(report)
+    raise ExerciseNotSolved(f"{summary} What failed is above.")
+
+
+def hint_of(cell: str) -> str:
+    """The hint in a check cell's leading comments, as one line of text.
+
+    It starts at ``# hint:`` and runs on over the comment lines right after it, until a
+    blank line or code: ``# hint: claim the order first;`` then ``#   return False if…``.
+    """
+    hint: list[str] | None = None
+    for text in cell.splitlines():
+        text = text.strip()
+        if not text.startswith("#"):
+            if text or hint is not None:
+                break  # code, or the blank line after the hint
+        elif hint is not None:
+            hint.append(text.lstrip("#").strip())
+        elif match := re.match(r"#\s*hint:\s*(.*)", text, re.IGNORECASE):
+            hint = [match[1].strip()]
+    return " ".join(hint or [])
+
+
+def failure_report(
+    title: str, failed: list[pytest.TestReport | pytest.CollectReport], hint: str
+) -> str:
+    """What a learner can act on: each failed test in words, what failed with its values,
+    what their code printed, and the exercise's hint; no traceback, no long object reprs."""
+    lines = [title, ""]
+    for report in failed:
+        test = getattr(report, "head_line", None) or report.nodeid
+        when = {"setup": " (while setting it up)", "teardown": " (while cleaning up)"}
+        lines.append(f"  ✗ {readable(test)}{when.get(getattr(report, 'when', ''), '')}")
+        lines += [f"      {text}" for text in what_failed(report)]
+        printed = getattr(report, "capstdout", "").strip().splitlines()
+        if printed:
+            lines.append("      your code printed:")
+            lines += [f"        {text}" for text in _at_most(printed)]
+        lines.append("")
+    if hint:
+        lines.append(textwrap.fill(
+            f"💡 Hint: {hint}", width=100, subsequent_indent="   ",
+            break_long_words=False, break_on_hyphens=False,
+        ))
+    return "\n".join(lines).rstrip()
+
+
+def readable(test: str) -> str:
+    """``test_counts_each_visit[home]`` → ``counts each visit [home]``."""
+    function, bracket, params = test.partition("[")
+    words = function.removeprefix("test_").replace("_", " ")
+    return f"{words} {bracket}{params}" if bracket else words
+
+
+def what_failed(report: pytest.TestReport | pytest.CollectReport) -> list[str]:
+    """pytest's message for the failure (the assertion with its values, or the error),
+    without its advice to add -v and with long object reprs cut to their type."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = crash.message if crash else str(report.longrepr).strip().splitlines()[-1]
+    message = re.sub(r"<class '(?:\w+\.)*(\w+)'>", r"\1", message.removeprefix("AssertionError: "))
+    kept = [
+        _shorten_reprs(text.rstrip())
+        for text in message.splitlines()
+        if text.strip() and not _PYTEST_ADVICE.match(text)
+    ]
+    return _at_most(kept)
+
+
+def _at_most(lines: list[str]) -> list[str]:
+    if len(lines) <= _MOST_LINES:
+        return lines
+    return [*lines[: _MOST_LINES - 1], f"… ({len(lines) - _MOST_LINES + 1} more lines)"]
+
+
+def _shorten_reprs(text: str) -> str:
+    """``<redis.client.Redis(<redis.connection.ConnectionPool(…)>)>`` → ``<Redis …>``."""
+    parts, done = [], 0
+    start = text.find("<")
+    while start != -1:
+        end = _closing_bracket(text, start)
+        if end is not None:
+            span = text[start : end + 1]
+            parts += [text[done:start], span if len(span) <= _LONGEST_REPR else _type_of(span)]
+            done = end + 1
+        start = text.find("<", max(done, start + 1))
+    return "".join([*parts, text[done:]])
+
+
+def _closing_bracket(text: str, start: int) -> int | None:
+    """Where the repr opened at `start` closes; None if `<` is a comparison (``a < b``).
+
+    pytest cuts a long repr in its middle (``<redis…(<R...=5)>)>)>``), which can cut its
+    brackets: past the cut, the repr ends where its run of closing brackets ends.
+    """
+    depth, since_cut = 0, None  # brackets opened since the cut, once there is one
+    for at in range(start, len(text)):
+        if text[at] == "<" and text[at + 1 : at + 2].isalpha():
+            depth += 1
+            since_cut = None if since_cut is None else since_cut + 1
+        elif text[at] == ">" and depth:
+            depth -= 1
+            if since_cut:
+                since_cut -= 1
+            elif depth == 0 or (since_cut == 0 and text[at + 1 : at + 2] not in (")", ">")):
+                return at
+        elif text.startswith("...", at) and since_cut is None:
+            since_cut = 0
+        if depth == 0:
+            return None
+    return None
+
+
+def _type_of(span: str) -> str:
+    head = re.match(r"[^<>()\[\]{},=]*", span[1:])
+    words = _ADDRESS.sub("", _MODULE_PATH.sub("", head[0] if head else "")).strip()
+    return f"<{words or 'object'} …>"
 
 
 def reveal(name: str) -> None:

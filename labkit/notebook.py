@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 from labkit import exercises, services
 
@@ -22,11 +26,17 @@ def setup(start: Iterable[str] = ()) -> None:
     """
     import ipytest
 
+    _run_cells_outside_the_lessons()
     ipytest.autoconfig(
         raise_on_error=True,
         addopts=[
             "-q",
             "--no-header",
+            # skip reasons ("needs Docker: …") under the results, as pytest -ra shows them
+            "-ra",
+            # the lesson's folder, not the module's: the summary then names the failed test
+            # (FAILED ::test_x), not the module's path from there (../../tmp/…/cell.py)
+            "--rootdir=.",
             "-p", "no:cacheprovider",
             # the demo shop's fixtures (shop_client, …): cheap to load, heavy only when used
             "-p", "labkit.shop.testing.fixtures",
@@ -51,6 +61,38 @@ def setup(start: Iterable[str] = ()) -> None:
         threading.Thread(target=_start_quietly, args=(name,), daemon=True).start()
     if names:
         print(f"labkit: starting {', '.join(names)} in the background.")
+
+
+# The module file ipytest runs a cell's tests as; pytest names it in reports (cell.py::test_x).
+CELL_MODULE = "cell.py"
+
+
+def _run_cells_outside_the_lessons() -> None:
+    """Keep ipytest's per-cell module file out of the lesson folder and out of reports.
+
+    ipytest (0.14) runs a cell's tests by writing an empty module ``t_<hex>.py`` to the
+    current directory, which is the lesson's folder: JupyterLab lists it beside the
+    lessons, a killed kernel leaves it there, and every report names it
+    (``FAILED t_3f9c….py::test_x``). ipytest has no option for where it goes; it keeps the
+    name it chose in ``random_module_path._filename`` and reuses it, so that is where we
+    give it ours: ``cell.py`` in a directory of this kernel's own, removed when it exits.
+    The empty pytest.ini beside it is the one pytest finds (it searches up from the
+    module), so no pytest settings of a project around it reach into the cells; setup()
+    passes the kit's, with the lesson's folder as rootdir so that reports name the test.
+    One ipytest feature no longer fits: ``{MODULE}::test_x`` on a ``%%ipytest`` line names
+    the file relative to the current directory; select tests with ``-k test_x`` instead.
+    """
+    from ipytest import _impl
+
+    current = getattr(_impl.random_module_path, "_filename", None)
+    if current is not None and Path(current).name == CELL_MODULE:
+        return  # setup() ran before in this kernel
+    directory = Path(tempfile.mkdtemp(prefix="labkit-cells-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    (directory / "pytest.ini").write_text(
+        "[pytest]\n# labkit: the rootdir of a notebook's test cells; setup() passes their options\n"
+    )
+    _impl.random_module_path._filename = str(directory / CELL_MODULE)
 
 
 def _start_quietly(name: str) -> None:

@@ -6,6 +6,8 @@ a subprocess that uses this process's services as external ones (see `run_nbmake
   solutions run (as in CI) its check, and so nbmake, must fail;
 - the untouched stub, with solutions hidden (as for a learner), must leave nbmake green:
   the check says "not attempted yet" instead of failing the notebook.
+The wrong answer's report must be one a learner can act on: the failed check in words, the
+exercise's hint, and no traceback through the kit.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_notebook_failures import run_keeping_outputs, shown
 
 from labkit import services
+from labkit.exercises import hint_of, readable
 from labkit.services import sweep_containers
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
@@ -160,11 +164,24 @@ def test_a_wrong_answer_fails_the_check_and_nbmake(exercise, tmp_path, run_nbmak
     report = result.stdout[-3000:]
     assert result.returncode != 0, f"{exercise.why}, yet nbmake passed:\n{report}"
     assert f"'{exercise.name}' is not solved yet" in result.stdout, report
+    # nbmake's log of the failing cell: its source, then the error (the report, in CI)
+    failure = result.stdout[result.stdout.index(f"%%check {exercise.name}") :]
+    failure = failure.split("\n===")[0]
     if exercise.failing_test:
-        assert exercise.failing_test in result.stdout, report
+        assert f"✗ {readable(exercise.failing_test)}" in failure, report
+    check = next(c for c in nbformat.read(exercise.path, as_version=4).cells
+                 if starts(c, f"%%check {exercise.name}"))
+    hint = hint_of(check.source.split("\n", 1)[1])
+    assert hint and " ".join(f"💡 Hint: {hint}".split()) in " ".join(failure.split()), report
+    for noise in ("Traceback", "labkit/", "site-packages"):
+        assert noise not in failure, f"{noise!r} in the report:\n{failure}"
 
 
 @pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
 def test_the_untouched_stub_does_not_break_a_learners_run(exercise, tmp_path, run_nbmake):
-    result = run_nbmake(cut_to_the_exercise(exercise, tmp_path), "hide")
+    path = cut_to_the_exercise(exercise, tmp_path)
+    result, nb = run_keeping_outputs(run_nbmake, path, "hide")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    printed, red = shown(nb.cells[-1])
+    calm = f"⏳ '{exercise.name}' not attempted yet" if exercise.cannot_run_here() is None else "⏭️"
+    assert calm in printed and not red, printed
