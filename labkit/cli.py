@@ -1,4 +1,4 @@
-"""`labkit doctor | up | status | down | env | shop serve`: the workshop's command line.
+"""`labkit doctor | up | status | down | env | lessons | shop serve`: the kit's command line.
 
 `labkit up` keeps services running for this project (see `labkit.services.state_dir`);
 `labkit env` prints them as ``export`` lines for another application's shell:

@@ -5,7 +5,7 @@ labkit is three products in one namespace, kept apart by these rules:
     lessons, tests, benchmarks      import public names only (no `_module`, no `_name`)
     shop/testing/  ──►  kit, shop   the one place that joins the demo shop to the kit
     bench          ──►  kit         load/, plots, isolation, load_demo: never the plugin
-    kit            ──►  kit         services/, plugin, plugin_aws, notebook, exercises, sql,
+    kit            ──►  kit         services/, plugin, plugin_aws, notebook, exercises, lessons, sql,
                                     waiting, cli
     shop, subjects ──►  themselves  standalone applications: they know nothing of the kit
 
