@@ -29,6 +29,27 @@ shows a failing cell's error and not its printed output.
 
 ``restore("count-orders")``, run in any cell, replaces that cell with the original
 stub, derived from the solution.
+
+Three more kinds of exercise use the same three cells:
+
+- **fix the code**: the stub is the buggy code, written after ``# STUB`` inside the
+  marked region, one ``# `` in front of each line; it starts with a
+  ``raise NotImplementedError("…fix the bug below, then delete this line")`` so that an
+  untouched stub reads as "not attempted" and not as a wrong answer::
+
+      # BEGIN SOLUTION
+      if claimed is None:
+          return False
+      # STUB
+      # raise NotImplementedError("a redelivery counts twice: fix it, then delete this line")
+      # END SOLUTION
+
+- **write the test that catches the bug**: the learner writes a test function; the check
+  runs it against the right code (it must pass) and the broken versions (it must fail).
+- **predict, then run**: the learner records a prediction in the cell *before* the demo
+  runs (``prediction = ...`` in the stub, made by a ``# STUB`` of ``# prediction = ...``);
+  the check compares it with what the demo measured, through ``answer(prediction)``,
+  which says "not attempted" while the prediction is still ``...``.
 """
 
 from __future__ import annotations
@@ -42,7 +63,7 @@ from dataclasses import dataclass
 
 import pytest
 
-BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+BEGIN, END, STUB = "# BEGIN SOLUTION", "# END SOLUTION", "# STUB"
 STUB_LINE = 'raise NotImplementedError("your code here")'
 
 
@@ -78,7 +99,36 @@ def make_stub(solution: str) -> str:
         raise ExerciseError(
             f"a solution needs a region marked with `{BEGIN}` … `{END}` to make its stub"
         )
-    return pattern.sub(lambda m: f"{m['indent']}{STUB_LINE}", solution).strip() + "\n"
+    return pattern.sub(_stub_of_region, solution).strip() + "\n"
+
+
+def _stub_of_region(match: re.Match[str]) -> str:
+    """A marked region's stub: the lines after its ``# STUB`` uncommented, or the default."""
+    indent = match["indent"]
+    lines = match[0].splitlines()[1:-1]
+    marks = [i for i, text in enumerate(lines) if text.strip() == STUB]
+    if not marks:
+        return f"{indent}{STUB_LINE}"
+    stub = []
+    for text in lines[marks[0] + 1 :]:
+        code = text.strip()
+        if not code.startswith("#"):
+            raise ExerciseError(
+                f"after `{STUB}` every line is the stub's code commented out with '# ': {text!r}"
+            )
+        stub.append(text[: text.index("#")] + code[1:].removeprefix(" ") if code != "#" else "")
+    return "\n".join(stub)
+
+
+def answer(value: object, what: str = "your prediction") -> object:
+    """`value`, once the learner has given one: ``...`` (the stub's) means not yet.
+
+    A predict-then-run check compares ``answer(prediction)`` with what the demo measured;
+    while the prediction is still ``...`` the check says "not attempted", not "wrong".
+    """
+    if value is Ellipsis:
+        raise NotImplementedError(f"{what} is still `...`: replace it with your answer")
+    return value
 
 
 def solution_magic(line: str, cell: str) -> None:
@@ -122,6 +172,16 @@ class _Outcome:
         )
 
     @property
+    def what_is_left(self) -> str:
+        """The stub's own words (``your prediction is still `...` ``), or the usual line."""
+        for report in self.failed:
+            text = _ANSI.sub("", str(report.longrepr))
+            match = re.search(r"NotImplementedError: (.+)", text)
+            if match and match[1].strip() not in ('your code here', "'your code here'"):
+                return match[1].strip().rstrip(".")
+        return "your function still raises NotImplementedError"
+
+    @property
     def tests(self) -> int:
         """Tests that ran: a test failing in its call and in its teardown counts once."""
         return self.passed + len({r.nodeid for r in self.failed})
@@ -145,6 +205,7 @@ class ExerciseNotSolved(ExerciseError):
 
 # Lines of pytest's advice that a notebook cell cannot follow (it has no -v to add).
 _PYTEST_ADVICE = re.compile(r"^\s*(Use -v+ to get|\.\.\.Full output truncated)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ADDRESS = re.compile(r"\s*(object )?at 0x[0-9a-fA-F]+")
 _MODULE_PATH = re.compile(r"\b(?:[a-z_]\w*\.)+(?=[A-Za-z_])")  # not Class.method
 _LONGEST_REPR = 40  # characters; a longer <…> repr shows its type only
@@ -176,7 +237,7 @@ def check_magic(line: str, cell: str) -> None:
         print(f"⏭️ '{name}' not checked here: {reasons}.")
         return
     if outcome.not_attempted and not solutions_run():
-        print(f"⏳ '{name}' not attempted yet: your function still raises NotImplementedError.")
+        print(f"⏳ '{name}' not attempted yet: {outcome.what_is_left}.")
         return
     if not (outcome.passed or outcome.failed):
         print(pytest_report.getvalue())

@@ -128,6 +128,28 @@ def test_untouched_stub_is_reported_not_attempted_for_learners(tmp_path, run_nbm
     assert red == [] and HINT not in printed
 
 
+def test_a_prediction_not_made_yet_reads_as_not_attempted_and_a_wrong_one_fails(
+    tmp_path, run_nbmake
+):
+    solution = (
+        "%%solution guess\n# BEGIN SOLUTION\nprediction = 3\n# STUB\n"
+        "# prediction = ...  # how many?\n# END SOLUTION"
+    )
+    check = (
+        "%%check guess\n# hint: count the rows.\nfrom labkit.exercises import answer\n\n"
+        "def test_your_prediction_matches_the_run():\n    assert answer(prediction) == 3"
+    )
+    cells = ["prediction = ...  # how many?", solution, check, "prediction = 4", check]
+    result, nb = run_keeping_outputs(run_nbmake, lesson(tmp_path, *cells), "hide")
+    assert result.returncode != 0, "the wrong prediction must fail its check"
+    printed, red = shown(nb.cells[3])
+    assert printed == (
+        "⏳ 'guess' not attempted yet: your prediction is still `...`: replace it with your answer.\n"
+    ) and not red, printed
+    printed, red = shown(nb.cells[5])
+    assert "✗ your prediction matches the run\n      assert 4 == 3" in printed, printed
+
+
 def test_ipytest_writes_nothing_beside_the_lesson_and_reports_name_the_test(
     tmp_path, run_nbmake
 ):
@@ -171,6 +193,57 @@ def test_stub_is_made_from_the_solution():
     assert make_stub(solution) == (
         'def double(x):\n    raise NotImplementedError("your code here")\n'
     )
+
+
+def test_a_stub_block_becomes_the_stub_uncommented():
+    from labkit.exercises import make_stub
+
+    solution = (
+        "def units(order):\n"
+        "    # BEGIN SOLUTION\n"
+        "    if order is None:\n"
+        "        return 0\n"
+        "    # STUB\n"
+        "    # raise NotImplementedError('fix the bug below, then delete this line')\n"
+        "    # if order is None:\n"
+        "    #     pass\n"
+        "    #\n"
+        "    # END SOLUTION\n"
+        "    return order\n"
+        "# BEGIN SOLUTION\n"
+        "prediction = 3\n"
+        "# STUB\n"
+        "# prediction = ...  # your prediction\n"
+        "# END SOLUTION\n"
+    )
+    assert make_stub(solution) == (
+        "def units(order):\n"
+        "    raise NotImplementedError('fix the bug below, then delete this line')\n"
+        "    if order is None:\n"
+        "        pass\n"
+        "\n"
+        "    return order\n"
+        "prediction = ...  # your prediction\n"
+    )
+
+
+def test_a_stub_block_of_code_not_commented_out_is_refused():
+    import pytest
+
+    from labkit.exercises import ExerciseError, make_stub
+
+    with pytest.raises(ExerciseError, match="commented out"):
+        make_stub("# BEGIN SOLUTION\nx = 1\n# STUB\nx = ...\n# END SOLUTION\n")
+
+
+def test_a_prediction_left_as_ellipsis_is_not_attempted():
+    import pytest
+
+    from labkit.exercises import answer
+
+    with pytest.raises(NotImplementedError, match="still `...`"):
+        answer(...)
+    assert answer(0) == 0
 
 
 def test_the_hint_is_the_comment_under_the_magic_and_the_lines_that_continue_it():

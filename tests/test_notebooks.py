@@ -25,7 +25,7 @@ def code_cells(path: Path) -> list[nbformat.NotebookNode]:
 def test_lessons_exist_and_are_numbered():
     assert NOTEBOOKS, "no notebooks found"
     for path in NOTEBOOKS:
-        assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name), path.name
+        assert re.fullmatch(r"\d\d[a-z]?_[a-z0-9_]+\.ipynb", path.name), path.name
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
