@@ -67,3 +67,25 @@ def test_no_hard_coded_service_addresses(path):
     for cell in code_cells(path):
         match = HARD_CODED.search(cell.source)
         assert not match, f"{path.name}: ask labkit for endpoints instead of {match.group(0)!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_exercise_cell_is_its_solutions_stub(path):
+    """What a learner starts from is what `restore(name)` puts back: the solution's stub."""
+    from labkit.exercises import make_stub
+
+    cells = code_cells(path)
+    for at, cell in enumerate(cells):
+        if not cell.source.startswith("%%solution"):
+            continue
+        name = cell.source.split("\n", 1)[0].split(maxsplit=1)[1]
+        mine = [c for c in cells[:at] if "exercise" in c.metadata.get("tags", [])]
+        assert mine, f"{path.name}: tag the learner's cell of '{name}' 'exercise'"
+        stub = make_stub(cell.source.split("\n", 1)[1])
+        assert mine[-1].source.strip() == stub.strip(), (
+            f"{path.name}: the cell before '{name}''s solution is not its stub:\n{stub}"
+        )
+        checks = [c for c in cells[at:] if c.source.startswith(f"%%check {name}")]
+        assert checks and "check" in checks[0].metadata.get("tags", []), (
+            f"{path.name}: tag '{name}''s check cell 'check'"
+        )
