@@ -8,7 +8,10 @@ this is also CI's learner run of every lesson. At each exercise's ``%%check``:
 2. **each wrong answer** listed for the exercise in ``tests/wrong_answers/<lesson>.toml``:
    the solution with that bug put back makes the check fail, with a report a learner can
    act on: the failed check in words, the exercise's hint, one red line, no kit internals;
-3. **the solution**: the check says solved, and the lesson goes on with it.
+3. **the solution**, run by its ``%%solution`` cell as CI runs it (LABKIT_SOLUTIONS=run):
+   the check says solved;
+4. **the stub again**: the learner's cell is run once more, so the rest of the lesson runs
+   as for a learner who skipped the exercise; no later cell may need its solution.
 
 Any other cell that raises fails the lesson, as it would fail nbmake; a cell that writes to
 stderr (a warning a learner would see in red) fails it too, unless the cell is tagged
@@ -123,6 +126,9 @@ def red_text(stderr: str) -> str:
     return "\n".join(kept).strip()
 
 
+SOLUTIONS_RUN = "import os\nos.environ['LABKIT_SOLUTIONS'] = '{mode}'"
+
+
 class Lesson:
     """A lesson's kernel, driven cell by cell."""
 
@@ -177,6 +183,8 @@ def test_each_check_catches_its_wrong_answers_in_a_learners_run(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
     solutions: dict[str, str] = {}
+    stubs: dict[str, str] = {}
+    learners_cell = ""
     proven: list[str] = []
     with client.setup_kernel(env=env):
         kernel = Lesson(client)
@@ -192,8 +200,10 @@ def test_each_check_catches_its_wrong_answers_in_a_learners_run(
             printed, stderr, red = shown(cell)
             if red_text(stderr) and "stderr-expected" not in cell.metadata.get("tags", []):
                 pytest.fail(f"{where} wrote to stderr (red in JupyterLab):\n{stderr[-2000:]}")
+            if "exercise" in cell.metadata.get("tags", []):
+                learners_cell = cell.source
             if kind == "solution":
-                solutions[name] = cell.source
+                solutions[name], stubs[name] = cell.source, learners_cell
             elif kind == "check":
                 if "⏭️" in printed:  # its tests cannot run here (no Docker): nothing to prove
                     continue
@@ -206,11 +216,14 @@ def test_each_check_catches_its_wrong_answers_in_a_learners_run(
                     kernel.run(body(wrong.applied_to(solutions[name])), index)
                     result = kernel.run(cell.source, index, expect_error=True)
                     assert_reported(result, name, wrong, hint, where)
-                kernel.run(body(solutions[name]), index)
+                kernel.run(SOLUTIONS_RUN.format(mode="run"), index)
+                kernel.run(solutions[name], index)
+                kernel.run(SOLUTIONS_RUN.format(mode="hide"), index)
                 printed, _, red = shown(kernel.run(cell.source, index))
                 assert f"✅ '{name}' solved" in printed and not red, (
                     f"{where}: the solution must pass its own check:\n{printed}{red}"
                 )
+                kernel.run(stubs[name], index)
                 proven.append(name)
     if services.engine_answers():  # what a wrong answer leaked: its kernel has exited
         sweep_containers(services.docker_client())
