@@ -301,7 +301,7 @@ def cmd_lessons(args: argparse.Namespace) -> int:
                       "or give --all.")
                 return 2
             return 0
-        chosen = lessons.lessons(root) if args.all else [lessons.find(root, args.name)]
+        chosen = lessons.lessons(root) if args.all else lessons.select(root, args.name)
         for lesson in chosen:
             if lesson.state == "clean":
                 if not args.all:

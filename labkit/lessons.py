@@ -60,6 +60,11 @@ class Lesson:
     state: str
     original_updated: bool  # the original changed (a `git pull`) since it was copied
 
+    @property
+    def number(self) -> str:
+        """``02a`` for ``02a_database_sessions``: a lesson's number, with its part's letter."""
+        return self.name.split("_", 1)[0]
+
 
 def lessons(root: Path) -> list[Lesson]:
     """Every lesson of the checkout at `root`, in order, with the state of its copy."""
@@ -96,17 +101,31 @@ def copy_new(root: Path) -> list[Lesson]:
     return copied
 
 
-def find(root: Path, name: str) -> Lesson:
-    """The lesson `name` names: its full name, with or without ``.ipynb``, or its number."""
+def select(root: Path, name: str) -> list[Lesson]:
+    """The lessons `name` names: its full name (with or without ``.ipynb``), or its number;
+    a lesson in parts (``02a_…``, ``02b_…``) is every part by its number (``02``), one
+    part by its own (``02a``)."""
     wanted = name.removesuffix(".ipynb")
     every = lessons(root)
     matches = [lesson for lesson in every if lesson.name == wanted] or [
-        lesson for lesson in every if lesson.name.split("_", 1)[0] == wanted
+        lesson for lesson in every
+        if lesson.number == wanted or lesson.number.rstrip("abcdefghij") == wanted
     ]
-    if len(matches) != 1:
+    if not matches:
         raise LessonsError(
             f"no lesson named {name!r}: give one of {', '.join(lesson.name for lesson in every)} "
             "(or its number, e.g. 03)"
+        )
+    return matches
+
+
+def find(root: Path, name: str) -> Lesson:
+    """The one lesson `name` names (see `select`)."""
+    matches = select(root, name)
+    if len(matches) != 1:
+        raise LessonsError(
+            f"{name!r} names {len(matches)} lessons, its parts: "
+            f"{', '.join(lesson.name for lesson in matches)}; name one of them"
         )
     return matches[0]
 

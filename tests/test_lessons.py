@@ -99,6 +99,15 @@ def test_reset_restores_the_original_and_keeps_the_copy_as_a_backup(root):
     assert backup.read_text() == edited  # the first backup is kept
 
 
+def test_a_lesson_in_parts_is_every_part_by_its_number_and_one_by_its_own(root):
+    for part in ("02a_third", "02b_fourth"):
+        (root / "notebooks" / f"{part}.ipynb").write_text(notebook(f"print('{part}')"))
+    assert [lesson.name for lesson in lessons.select(root, "02")] == ["02a_third", "02b_fourth"]
+    assert lessons.find(root, "02b").name == "02b_fourth"
+    with pytest.raises(lessons.LessonsError, match="its parts: 02a_third, 02b_fourth"):
+        lessons.find(root, "02")
+
+
 def test_an_unknown_lesson_names_the_known_ones(root):
     with pytest.raises(lessons.LessonsError, match="00_first, 01_second"):
         lessons.find(root, "07")
