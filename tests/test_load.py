@@ -203,7 +203,7 @@ def test_locust_runs_headless_into_the_same_shapes_and_leaves_no_folder(
     result = load.run_locust(app.url, "/ping", users=4, duration_s=3, app_pid=app.pid)
 
     assert list(result.requests.columns) == load.COLUMNS
-    assert len(result.requests) > 10
+    assert len(result.requests) >= 1  # how many depends on the machine's load: shapes count here
     assert (result.requests["status"] == 200).all()
     assert {"rps", "p50_ms", "p99_ms", "users"} <= set(result.history.columns)
     assert (result.history["rps"] > 0).all()
