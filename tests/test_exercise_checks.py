@@ -173,7 +173,7 @@ def test_every_exercise_has_wrong_answers_for_its_lesson():
 
 
 @pytest.mark.parametrize("lesson", NOTEBOOKS, ids=lambda p: p.stem)
-def test_each_check_catches_its_wrong_answers_in_a_learners_run(
+def test_a_learners_run_proves_each_check(
     lesson: Path, tmp_path: Path, postgres: Endpoint, redis: Endpoint, rabbitmq: Endpoint
 ) -> None:
     copy = tmp_path / lesson.name  # figures and files a lesson writes go beside the copy
