@@ -51,7 +51,6 @@ NOT_YET_RESHAPED = {
     "00_welcome", "01_service_fixtures", "02_database_integration", "03_api_integration",
     "04_message_queues", "05_microservices", "06_graphql", "07_external_apis",
     "08_cloud_services", "09_data_consistency", "10_load_testing",
-    "12_testcontainers",
 }
 
 
