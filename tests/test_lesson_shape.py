@@ -57,8 +57,6 @@ NOT_YET_RESHAPED = {
     "08_cloud_services",
     "09_data_consistency",
     "10_load_testing",
-    "11_test_data",
-    "12_testcontainers",
 }
 
 

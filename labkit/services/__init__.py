@@ -44,11 +44,13 @@ from labkit.services._base import (
 )
 from labkit.services._docker import (
     ImageUnavailable,
+    containers_of,
     docker_client,
     docker_host,
     engine_answers,
     image_present,
     publish_on_loopback,
+    why_no_containers,
 )
 from labkit.services._local import chown_tree, make_workdir, privilege_prefix
 from labkit.services._ownership import LocalRecord, local_records, sweep_containers, sweep_local
@@ -93,6 +95,7 @@ __all__ = [
     "backend_for",
     "check",
     "chown_tree",
+    "containers_of",
     "current_owner",
     "docker_client",
     "docker_host",
@@ -124,5 +127,6 @@ __all__ = [
     "sweep_containers",
     "sweep_local",
     "up_file",
+    "why_no_containers",
     "write_up_state",
 ]

@@ -78,6 +78,35 @@ def image_present(image: str) -> bool:
     return True
 
 
+def why_no_containers(*images: str) -> str | None:
+    """Why this process cannot run containers from `images`, or None where it can.
+
+    Nothing is pulled: a lesson that needs an image says which one is missing and how to
+    get it, instead of waiting on a registry that may not answer (an offline venue, CI).
+    """
+    if not engine_answers():
+        return f"no Docker engine answers at {docker_host()}"
+    absent = [image for image in images if not image_present(image)]
+    if absent:
+        return (
+            f"{', '.join(absent)} not on this machine (`labkit up` pulls it, or set "
+            "LABKIT_POSTGRES_IMAGE / LABKIT_REDIS_IMAGE to images you have)"
+        )
+    return None
+
+
+def containers_of(owner: Owner) -> list[str]:
+    """`owner`'s containers, running or stopped, as ``"<short id> (<status>)"``.
+
+    The Docker SDK's ``docker ps -a --filter label=labkit.instance=…``: every container
+    labkit starts carries its owner's labels, so this finds exactly what one owner left.
+    """
+    found = docker_client().containers.list(
+        all=True, filters={"label": f"labkit.instance={owner.instance}"}
+    )
+    return [f"{container.short_id} ({container.status})" for container in found]
+
+
 class ContainerHandle:
     """A started container: its endpoint, stop, and pause/resume for fault lessons."""
 
