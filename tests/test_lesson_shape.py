@@ -53,8 +53,6 @@ NOT_YET_RESHAPED = {
     "03_api_integration",
     "05_microservices",
     "06_graphql",
-    "07_external_apis",
-    "08_cloud_services",
     "09_data_consistency",
     "10_load_testing",
 }

@@ -49,6 +49,19 @@ class AwsConfig:
     secret_key: str = "test"
     timeout: float = 5.0
 
+    def environment(self) -> dict[str, str]:
+        """The standard ``AWS_*`` variables for this configuration: what a separate process
+        (a worker, the ``aws`` CLI, a plain ``boto3.client("s3")``) reads when it is given
+        no configuration of its own. No ``AWS_ENDPOINT_URL`` for real AWS."""
+        variables = {
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
+        if self.endpoint_url:
+            variables["AWS_ENDPOINT_URL"] = self.endpoint_url
+        return variables
+
     def client(self, service: str) -> Any:
         """A boto3 client for `service` ("s3", "sqs", …) with bounded timeouts."""
         return boto3.client(
@@ -186,6 +199,32 @@ class QueueService:
         """Create the queue (or find it, if it exists with the same attributes); its URL."""
         with self._explained(name):
             return self.sqs.create_queue(QueueName=name)["QueueUrl"]
+
+    def set_visibility_timeout(self, queue_url: str, seconds: int) -> None:
+        """How long a received message stays hidden before SQS delivers it again (30 s by
+        default): a test sets it short to see a redelivery within its patience."""
+        with self._explained(queue_url):
+            self.sqs.set_queue_attributes(
+                QueueUrl=queue_url, Attributes={"VisibilityTimeout": str(seconds)}
+            )
+
+    def message_counts(self, queue_url: str) -> tuple[int, int]:
+        """(visible, in flight): messages waiting, and received but not deleted yet.
+
+        SQS calls both counts approximate; an emulator's are exact, which is what lets a
+        test assert a queue is really empty.
+        """
+        with self._explained(queue_url):
+            attributes = self.sqs.get_queue_attributes(
+                QueueUrl=queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"
+                ],
+            )["Attributes"]
+        return (
+            int(attributes["ApproximateNumberOfMessages"]),
+            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        )
 
     def delete_queue(self, queue_url: str) -> None:
         with self._explained(queue_url):

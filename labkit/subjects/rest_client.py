@@ -6,11 +6,15 @@
 
 Three defences, each for its own failure:
 
-- **timeouts** on every connect and read (httpx), so a hung server costs at most
-  `timeout` seconds per attempt instead of blocking the caller forever;
+- **timeouts** on the connect and on *each read* (httpx): a server that stops sending
+  costs at most `timeout` seconds per attempt instead of blocking the caller forever.
+  The timeout bounds each wait for the next bytes, not the whole request: a server
+  that trickles its answer can take longer, so a deadline for the whole call is the
+  caller's;
 - **retries** (tenacity) for what a second attempt can fix — connect errors, timeouts,
-  502/503/504 — with exponential backoff, and only because ``GET /users/{id}`` is
-  idempotent. A 4xx is the caller's problem and is never retried;
+  502/503/504 — with exponential backoff (`backoff_delay`), and only because
+  ``GET /users/{id}`` is idempotent. A 4xx is the caller's problem and is never
+  retried (`is_transient` decides; `retry_if` replaces it);
 - a **circuit breaker** (pybreaker) that counts failed attempts and, after
   `failure_threshold` in a row, fails fast with `CircuitOpenError` *without calling
   out* for `reset_timeout` seconds; then one trial call decides whether to close it.
@@ -21,13 +25,14 @@ breaker stops the retries at once (retrying against an open circuit is pointless
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
 import pybreaker
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 __all__ = [
     "CircuitOpenError",
@@ -37,6 +42,7 @@ __all__ = [
     "ExternalUserClient",
     "RequestRejected",
     "UserNotFound",
+    "is_transient",
 ]
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
@@ -73,7 +79,12 @@ class ExternalUser:
     status: str | None = None
 
 
-def _is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
+    """True for what a second attempt can fix: a timeout, a refused connection, 502/503/504.
+
+    The client's default `retry_if`. A 4xx (404 included) is never transient: the same
+    request gets the same answer.
+    """
     return isinstance(exc, ExternalServiceUnavailable) and exc.transient
 
 
@@ -81,7 +92,9 @@ class ExternalUserClient:
     """``GET {base_url}/users/{id}`` with timeouts, safe retries and a circuit breaker.
 
     `retries` is the number of *extra* attempts after the first; `backoff` the first
-    wait between attempts in seconds (doubling, capped at `max_backoff`).
+    wait between attempts in seconds (doubling, capped at `max_backoff`: see
+    `backoff_delay`); `retry_if` says which errors are worth another attempt
+    (`is_transient` unless given: a test can pass a wrong one to show what it breaks).
     """
 
     def __init__(
@@ -94,6 +107,7 @@ class ExternalUserClient:
         backoff: float = 0.05,
         max_backoff: float = 1.0,
         transport: httpx.BaseTransport | None = None,
+        retry_if: Callable[[BaseException], bool] = is_transient,
     ) -> None:
         if timeout <= 0 or failure_threshold < 1 or reset_timeout <= 0 or retries < 0:
             raise ValueError(
@@ -103,6 +117,8 @@ class ExternalUserClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.retry_if = retry_if
         self._http = httpx.Client(
             base_url=self.base_url, timeout=httpx.Timeout(timeout), transport=transport
         )
@@ -115,7 +131,11 @@ class ExternalUserClient:
             # the 503): "circuit opened" would hide what actually went wrong.
             throw_new_error_on_trip=False,
         )
-        self._wait = wait_exponential(multiplier=backoff, max=max_backoff)
+
+    def backoff_delay(self, retry: int) -> float:
+        """Seconds to wait before retry number `retry` (1, 2, …): `backoff`, twice that,
+        four times, … never more than `max_backoff`."""
+        return min(self.max_backoff, self.backoff * 2 ** (retry - 1))
 
     @property
     def circuit_state(self) -> str:
@@ -130,11 +150,14 @@ class ExternalUserClient:
         """
         retrying = Retrying(
             stop=stop_after_attempt(self.retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(_is_transient),
+            wait=self._wait_before_retry,
+            retry=retry_if_exception(self.retry_if),
             reraise=True,
         )
         return retrying(self._attempt, user_id)
+
+    def _wait_before_retry(self, state: RetryCallState) -> float:
+        return self.backoff_delay(state.attempt_number)  # attempt 1 failed: retry 1 next
 
     def _attempt(self, user_id: int | str) -> ExternalUser:
         try:
@@ -152,7 +175,7 @@ class ExternalUserClient:
             response = self._http.get(path)
         except httpx.TimeoutException:
             raise ExternalServiceUnavailable(
-                f"{where}: no answer within {self.timeout}s", transient=True
+                f"{where}: nothing received for {self.timeout}s (connect or read timeout)", transient=True
             ) from None
         except httpx.TransportError as exc:
             raise ExternalServiceUnavailable(f"{where} failed: {exc!r}", transient=True) from None

@@ -6,6 +6,9 @@ server locally, a container, or LABKIT_AWS_URL). Names are unique per test.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -115,18 +118,35 @@ def test_send_receive_and_delete_a_message(queues: QueueService, sqs_client: Any
         queues.send_json(queue_url, {"too": "late"})
 
 
-def test_an_undeleted_message_comes_back(
-    queues: QueueService, sqs_client: Any, sqs_queue: str
-) -> None:
+def test_an_undeleted_message_comes_back(queues: QueueService, sqs_queue: str) -> None:
     """At-least-once: a consumer that never deletes its message will see it again."""
-    sqs_client.set_queue_attributes(QueueUrl=sqs_queue, Attributes={"VisibilityTimeout": "1"})
+    queues.set_visibility_timeout(sqs_queue, 1)
     queues.send_json(sqs_queue, {"n": 1})
 
     first = queues.receive(sqs_queue)
+    assert queues.message_counts(sqs_queue) == (0, 1), "received: in flight, not visible"
     assert queues.receive(sqs_queue, wait_seconds=0) == [], "invisible while being handled"
     again = queues.receive(sqs_queue, wait_seconds=3)
 
     assert [m.message_id for m in again] == [first[0].message_id]
+    queues.delete_message(sqs_queue, again[0].receipt_handle)
+    assert queues.message_counts(sqs_queue) == (0, 0), "deleted: gone from the queue"
+
+
+def test_message_counts_tell_waiting_from_in_flight(queues: QueueService, sqs_queue: str) -> None:
+    assert queues.message_counts(sqs_queue) == (0, 0)
+    queues.send_json(sqs_queue, {"n": 1})
+    queues.send_json(sqs_queue, {"n": 2})
+    assert queues.message_counts(sqs_queue) == (2, 0)
+    queues.receive(sqs_queue, max_messages=1)
+    assert queues.message_counts(sqs_queue) == (1, 1)
+
+
+def test_counts_of_a_missing_queue_are_explained(queues: QueueService) -> None:
+    queue_url = queues.create_queue(unique("test-queue"))
+    queues.delete_queue(queue_url)
+    with pytest.raises(CloudError, match="does not exist"):
+        queues.message_counts(queue_url)
 
 
 def test_messages_must_be_json(queues: QueueService, sqs_queue: str) -> None:
@@ -138,3 +158,26 @@ def test_an_unreachable_endpoint_is_explained() -> None:
     storage = StorageService(AwsConfig(endpoint_url="http://127.0.0.1:9", timeout=1.0).client("s3"))
     with pytest.raises(CloudError, match=r"cannot reach S3 at http://127.0.0.1:9 .*emulator"):
         storage.upload("any-bucket", "k", b"v")
+
+
+def test_another_process_configured_by_the_environment_sees_the_same_objects(
+    storage: StorageService, s3_bucket: str, aws: Endpoint
+) -> None:
+    extra = aws.extra
+    config = AwsConfig(aws.url, extra["region"], extra["access_key"], extra["secret_key"])
+    storage.upload(s3_bucket, "hello.txt", b"from the test")
+    reader = (
+        "import sys, boto3; s3 = boto3.client('s3'); "
+        "print(s3.get_object(Bucket=sys.argv[1], Key='hello.txt')['Body'].read().decode())"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", reader, s3_bucket], env={**clean, **config.environment()},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "from the test"
+
+
+def test_the_environment_of_real_aws_has_no_endpoint() -> None:
+    assert "AWS_ENDPOINT_URL" not in AwsConfig(endpoint_url=None).environment()

@@ -7,6 +7,7 @@ log says exactly how many requests reached it.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from labkit.subjects.rest_client import (
     ExternalUserClient,
     RequestRejected,
     UserNotFound,
+    is_transient,
 )
 from labkit.waiting import wait_until
 
@@ -124,7 +126,7 @@ def test_timeout_fires_at_the_configured_time(api: HTTPServer, hanging: HangingH
 
     with ExternalUserClient(api.url_for("/"), timeout=0.3, retries=0) as client:
         began = time.perf_counter()
-        with pytest.raises(ExternalServiceUnavailable, match="no answer within 0.3s"):
+        with pytest.raises(ExternalServiceUnavailable, match="nothing received for 0.3s"):
             client.get_user(123)
         elapsed = time.perf_counter() - began
 
@@ -136,7 +138,7 @@ def test_timeouts_are_retried_then_reported(api: HTTPServer, hanging: HangingHan
     api.expect_request("/users/123").respond_with_handler(hanging)
 
     client = ExternalUserClient(api.url_for("/"), timeout=0.2, retries=2, backoff=0.01)
-    with client, pytest.raises(ExternalServiceUnavailable, match="no answer"):
+    with client, pytest.raises(ExternalServiceUnavailable, match="nothing received"):
         client.get_user(123)
 
     assert hanging.arrived == 3
@@ -162,6 +164,64 @@ def test_500_is_not_retried(api: HTTPServer) -> None:
         client.get_user(123)
 
     assert requests_seen(api) == 1
+
+
+def test_a_trickling_answer_outlasts_the_timeout_which_bounds_each_read(api: HTTPServer) -> None:
+    body = b'{"id": "123", "name": "Slow"}'
+
+    def trickle(request: Request) -> Response:
+        def pieces() -> Iterator[bytes]:
+            for start in range(0, len(body), 6):
+                time.sleep(0.08)
+                yield body[start : start + 6]
+
+        return Response(pieces(), content_type="application/json")
+
+    api.expect_request("/users/123").respond_with_handler(trickle)
+    with ExternalUserClient(api.url_for("/"), timeout=0.3, retries=0) as client:
+        began = time.perf_counter()
+        assert client.get_user(123).name == "Slow"
+        elapsed = time.perf_counter() - began
+
+    # five waits of 0.08 s, none over the 0.3 s timeout; together well past it
+    assert elapsed > 0.3, f"the whole answer came in {elapsed:.2f}s"
+
+
+def test_backoff_doubles_from_backoff_up_to_max_backoff() -> None:
+    client = ExternalUserClient("http://127.0.0.1:9", backoff=0.1, max_backoff=0.5)
+    with client:
+        assert [client.backoff_delay(retry) for retry in range(1, 6)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+
+
+def test_retries_wait_backoff_delay_between_requests(api: HTTPServer) -> None:
+    arrivals: list[float] = []
+
+    def down(request: Request) -> Response:
+        arrivals.append(time.monotonic())
+        return Response("down", status=503)
+
+    api.expect_request("/users/123").respond_with_handler(down)
+    client = ExternalUserClient(api.url_for("/"), retries=3, backoff=0.05, max_backoff=0.1)
+    with client, pytest.raises(ExternalServiceUnavailable, match="503"):
+        client.get_user(123)
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert [round(client.backoff_delay(n), 2) for n in (1, 2, 3)] == [0.05, 0.1, 0.1]
+    assert len(gaps) == 3 and all(gap >= client.backoff_delay(n) for n, gap in enumerate(gaps, 1))
+
+
+def test_retry_if_replaces_what_is_worth_a_retry(api: HTTPServer) -> None:
+    api.expect_request("/users/bad id").respond_with_json({"error": "bad id"}, status=400)
+
+    def everything(exc: BaseException) -> bool:
+        return True
+
+    client = ExternalUserClient(api.url_for("/"), retries=2, backoff=0.01, retry_if=everything)
+    with client, pytest.raises(RequestRejected):
+        client.get_user("bad id")
+
+    assert requests_seen(api) == 3, "retry_if said every error is worth a retry"
+    assert not is_transient(RequestRejected("400")) and not is_transient(UserNotFound("404"))
 
 
 def test_breaker_opens_after_three_failures_then_fails_fast(api: HTTPServer) -> None:
