@@ -51,8 +51,6 @@ NOT_YET_RESHAPED = {
     "00_welcome",
     "01_service_fixtures",
     "03_api_integration",
-    "05_microservices",
-    "06_graphql",
     "09_data_consistency",
     "10_load_testing",
 }

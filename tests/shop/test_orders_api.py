@@ -39,7 +39,7 @@ def test_order_is_confirmed_paid_and_its_event_is_in_the_outbox(
     assert response.status_code == 201
     body = response.json()
     assert body["status"] == "CONFIRMED"
-    assert Decimal(body["totalAmount"]) == Decimal("109.97")  # exact, not 109.97000000000001
+    assert Decimal(body["totalAmount"]) == Decimal("109.97")  # exact: Decimals, never a float sum
 
     order = shop_session.scalars(select(Order)).one()
     assert str(order.id) == body["orderId"]
