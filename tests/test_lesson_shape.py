@@ -50,7 +50,7 @@ REAL_PROJECTS = re.compile(r"^## (Where this shows up )?[Ii]n real projects\b", 
 NOT_YET_RESHAPED = {
     "00_welcome", "01_service_fixtures", "02_database_integration", "03_api_integration",
     "04_message_queues", "05_microservices", "06_graphql", "07_external_apis",
-    "08_cloud_services", "10_load_testing", "11_test_data",
+    "08_cloud_services", "11_test_data",
     "12_testcontainers",
 }
 
