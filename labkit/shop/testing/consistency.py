@@ -135,7 +135,11 @@ class OrderSystems:
         migrate_once(postgres.url)
         engine = engine_for(postgres.url)
         cache = redis.Redis.from_url(services.get("redis").url, decode_responses=True)
-        broker = pika.BlockingConnection(pika.URLParameters(rabbitmq.url))
+        parameters = pika.URLParameters(rabbitmq.url)
+        # No heartbeats: a kernel's connection sits idle while a learner reads, and pika
+        # answers heartbeats only when called, so the broker would close it after ~2 min.
+        parameters.heartbeat = 0
+        broker = pika.BlockingConnection(parameters)
         return cls(engine, session_factory(engine), cache, relay_channel(broker), rabbitmq.url)
 
     def fresh_shop(self) -> User:
