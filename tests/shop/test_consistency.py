@@ -123,7 +123,8 @@ def test_consume_puts_back_a_message_whose_handler_fails(systems, queue, place) 
 
     with pytest.raises(ValueError):
         systems.consume(queue, fail)
-    assert systems.ready(queue) == 1
+    # a requeue takes effect a moment after the nack
+    wait_until(lambda: systems.ready(queue) == 1, timeout=2, message="the message was not put back")
 
 
 def test_running_pipeline_fills_the_cache_in_the_background(systems, queue, place) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -190,6 +191,11 @@ class OrderSystems:
             seen += json.loads(body).get("orderId") == str(order_id)
         for tag in tags:
             self.channel.basic_nack(tag, requeue=True)
+        # A requeue takes effect a moment after the nack: wait (briefly) until the queue
+        # counts them again, so the next look at it (`ready`, a consumer) finds them.
+        deadline = time.monotonic() + 2.0
+        while self.ready(queue) < len(tags) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return seen
 
     def views(self, order_id: uuid.UUID, queue: str) -> dict[str, int]:
