@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset = les.add_parser("reset", help="restore a lesson from its original; your copy is "
                            "kept in work/backups/ (no name: list the lessons)")
     reset.add_argument("name", nargs="?", metavar="NAME",
-                       help="the lesson, e.g. 03_api_integration or 03")
+                       help="the lesson, e.g. 03a_api_requests or 03a; 03 is every part of lesson 03")
     reset.add_argument("--all", action="store_true", help="restore every lesson")
     return parser
 

@@ -45,13 +45,6 @@ OBJECTIVES = re.compile(r"\*\*You will be able to:\*\*\n((?:- .+\n?)+)")
 RECAP = re.compile(r"^## Recap\b", re.MULTILINE)
 REAL_PROJECTS = re.compile(r"^## (Where this shows up )?[Ii]n real projects\b", re.MULTILINE)
 
-# Lessons not yet reshaped (issue #9): each leaves this set as it is reshaped. A lesson
-# listed here that has no problem left fails the run, so the set cannot go stale.
-NOT_YET_RESHAPED = {
-    "03_api_integration",
-}
-
-
 def cells_of(path: Path) -> list[nbformat.NotebookNode]:
     return nbformat.read(path, as_version=4).cells
 
@@ -179,21 +172,13 @@ def problems_of(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_lesson_has_the_shape_of_practice(path: Path) -> None:
     problems = problems_of(path)
-    if path.stem in NOT_YET_RESHAPED:
-        assert problems, f"{path.stem} has the shape now: remove it from NOT_YET_RESHAPED"
-        pytest.xfail(f"not reshaped yet (issue #9): {'; '.join(problems)}")
     assert not problems, f"{path.name}:\n- " + "\n- ".join(problems)
 
 
 def test_the_kit_has_45_exercises_or_more() -> None:
     count = sum(checks(cells_of(path)) for path in NOTEBOOKS)
-    if NOT_YET_RESHAPED and count < EXERCISES_IN_THE_KIT:
-        pytest.xfail(f"{count} exercises so far; lessons are being reshaped (issue #9)")
     assert count >= EXERCISES_IN_THE_KIT, f"{count} exercises in the kit, not {EXERCISES_IN_THE_KIT}"
 
-
-def test_the_list_of_lessons_not_yet_reshaped_names_real_lessons() -> None:
-    assert NOT_YET_RESHAPED <= {p.stem for p in NOTEBOOKS}
 
 
 def test_the_shape_rules_catch_a_bare_lesson() -> None:

@@ -7,13 +7,15 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from labkit import services
 from labkit.services import free_port
-from labkit.shop.app import UNAVAILABLE_BODY
+from labkit.shop.app import UNAVAILABLE_BODY, SessionDep
 from labkit.shop.data import OutboxEvent, User
 from labkit.shop.infra import publish_now, user_key
 from labkit.shop.testing import auth_header, client_for, database_outage, queued_json
+from labkit.shop.testing.routes import replace_route
 
 NEW_USER = {"email": "newuser@example.com", "name": "New User", "password": "SecurePass123!"}
 
@@ -188,3 +190,27 @@ def test_unknown_user_id_in_path_is_404_and_malformed_is_422(shop_client, shop_s
     headers = auth_header(shop_settings, uuid.uuid4())
     assert shop_client.get(f"/api/users/{uuid.uuid4()}/profile", headers=headers).status_code == 404
     assert shop_client.get("/api/users/not-a-uuid/profile", headers=headers).status_code == 422
+
+
+def test_a_database_lost_after_the_answer_leaves_the_answer_alone(make_shop_app, shop_clean):
+    """The database freezes between a handler's last query and the session's close: the
+    close's rollback fails after the response has started. The client keeps its 200 (not
+    Starlette's "response already started" error) and the next request gets a fresh
+    connection. A fresh app: its pool, not the shared one, holds the dropped connection."""
+    db = services.handle("postgres")
+
+    def answer_then_outage(session: SessionDep) -> dict[str, str]:
+        session.execute(text("SELECT 1"))  # a transaction the close will roll back
+        db.pause()
+        return {"status": "ok"}
+
+    app = make_shop_app()
+    replace_route(app, "GET", "/health-then-outage", answer_then_outage)
+    client = client_for(app)
+    try:
+        response = client.get("/health-then-outage")
+    finally:
+        db.resume()
+
+    assert response.status_code == 200
+    assert client.get("/health").status_code == 200

@@ -17,6 +17,7 @@ commit comes first (with the event in the outbox), then the cache, then the brok
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from labkit.shop.app.container import Shop
@@ -53,6 +54,8 @@ from labkit.shop.domain.security import TokenError, issue_token, read_token
 from labkit.shop.infra.cache import profile_key
 from labkit.shop.infra.messaging import publish_now
 from labkit.shop.settings import ShopSettings
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: ShopSettings) -> FastAPI:
@@ -84,8 +87,21 @@ ShopDep = Annotated[Shop, Depends(get_shop)]
 
 
 def get_session(shop: ShopDep) -> Iterator[Session]:
-    with shop.sessions() as session:
+    """A session for one request, closed once the response has been sent.
+
+    Closing rolls back what the handler left open. If the database went away after the
+    handler's last query, that rollback fails when the client already has its answer:
+    the pool drops the connection (the next request opens a fresh one) and the failure
+    is logged, not raised into a response that has started.
+    """
+    session = shop.sessions()
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except DBAPIError as exc:
+            log.warning("closing a request's session failed, connection dropped: %s", exc)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
