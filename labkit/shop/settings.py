@@ -5,6 +5,12 @@ Values come from keyword arguments, else ``LABKIT_SHOP_*`` environment variables
 reads it, so it sits at the shop's root and imports nothing of the shop. A lesson or
 test never writes a host by hand: `labkit.shop.testing.settings_from_services()` asks
 labkit for the live endpoints and fills the rest with safe defaults.
+
+The JWT secret, when given, must be at least 32 bytes (an empty or short one is refused
+here, at start). Left unset, each process draws a random one: fine for one worker, but
+several workers must share one ``LABKIT_SHOP_JWT_SECRET``, or a token issued by one
+worker is refused by the next. Make one with
+``python -c "import secrets; print(secrets.token_urlsafe(32))"``.
 """
 
 from __future__ import annotations
@@ -13,17 +19,27 @@ import os
 import secrets
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LABKIT_SHOP_"
 PasswordProfile = Literal["owasp", "fast"]
 
+# HS256 signs with HMAC-SHA256: a key shorter than the hash (32 bytes) is weaker than
+# the signature it makes, and an empty one signs nothing at all (PyJWT refuses it, so
+# every login would be a 500). RFC 7518 §3.2 asks for at least this much.
+JWT_SECRET_MIN_BYTES = 32
+MAKE_A_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
 
 class ShopSettings(BaseSettings):
     """Everything `create_app` needs to reach its dependencies."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+    # hide_input_in_errors: a refused value is never echoed into an error (and so into
+    # logs): the JWT secret and the URLs' passwords live here. Messages say what is wrong.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", hide_input_in_errors=True
+    )
 
     # -- live dependencies -------------------------------------------------------
     database_url: str = Field(description="SQLAlchemy URL, postgresql+psycopg://…")
@@ -51,9 +67,15 @@ class ShopSettings(BaseSettings):
     downstream_timeout: float = Field(3.0, gt=0, description="seconds per inventory/payment call")
 
     # -- security ----------------------------------------------------------------
+    # Unless given, each process draws its own random key: right for one worker, but
+    # several workers (uvicorn --workers, replicas behind a load balancer) must share
+    # one LABKIT_SHOP_JWT_SECRET, or a token issued by one is refused by the others.
     jwt_secret: SecretStr = Field(
         default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
-        description="HS256 signing key; a random one per process unless given",
+        description=(
+            f"HS256 signing key, at least {JWT_SECRET_MIN_BYTES} bytes; a random one per "
+            "process unless given (several workers need one shared secret)"
+        ),
     )
     jwt_ttl_seconds: int = Field(900, gt=0)
     # "fast" exists for test suites only: OWASP parameters cost ~50 ms per hash.
@@ -65,6 +87,22 @@ class ShopSettings(BaseSettings):
     email_queue: str = "email-queue"
     notifications_queue: str = "notifications"
     order_events_exchange: str = "order-events"
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret_is_long_enough(cls, secret: SecretStr) -> SecretStr:
+        """Refuse a short or empty key at start, not with a 500 at the first login.
+
+        The message gives the length, never the value: it ends up in logs.
+        """
+        size = len(secret.get_secret_value().encode())
+        if size < JWT_SECRET_MIN_BYTES:
+            raise ValueError(
+                f"the JWT secret ({ENV_PREFIX}JWT_SECRET) is {size} bytes long; HS256 needs "
+                f"at least {JWT_SECRET_MIN_BYTES}. Make one with: {MAKE_A_SECRET} "
+                "(or leave it unset for a random one per process, fine for a single worker)"
+            )
+        return secret
 
 
 def given_in_environment(field: str) -> bool:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
+
 import httpx
+import jwt
 import pytest
+from pydantic import ValidationError
 
 from labkit.services import free_port
 from labkit.shop import ShopSettings
@@ -33,6 +37,60 @@ def test_settings_come_from_the_environment(monkeypatch):
 def test_settings_refuse_what_they_do_not_know():
     with pytest.raises(ValueError, match="jwt_secrett"):
         ShopSettings(database_url="x", redis_url="x", amqp_url="x", jwt_secrett="typo")
+
+
+# 31 bytes, one short of HS256's minimum; distinctive, so a leak into a message shows.
+SHORT_SECRET = "short-secret-that-must-not-leak"
+
+
+@pytest.mark.parametrize(("given", "size"), [("", 0), (SHORT_SECRET, 31)])
+def test_a_short_or_empty_jwt_secret_is_refused_at_start(monkeypatch, given, size):
+    # The environment, as a deployment sets it: `LABKIT_SHOP_JWT_SECRET=` once passed and
+    # made every login a 500.
+    monkeypatch.setenv("LABKIT_SHOP_JWT_SECRET", given)
+
+    with pytest.raises(ValidationError) as refused:
+        ShopSettings(database_url="x", redis_url="x", amqp_url="x")
+
+    message = str(refused.value)
+    assert f"LABKIT_SHOP_JWT_SECRET) is {size} bytes long" in message  # what was given
+    assert "at least 32" in message  # what is needed
+    assert "secrets.token_urlsafe(32)" in message  # how to make one
+    assert SHORT_SECRET not in message  # its length, never its value
+
+
+def test_a_32_byte_jwt_secret_is_taken_and_unset_draws_a_random_one_per_process():
+    urls = {"database_url": "x", "redis_url": "x", "amqp_url": "x"}
+
+    given = ShopSettings(**urls, jwt_secret="k" * 32)
+    drawn = [ShopSettings(**urls).jwt_secret.get_secret_value() for _ in range(2)]
+
+    assert given.jwt_secret.get_secret_value() == "k" * 32
+    assert len(drawn[0].encode()) >= 32 and drawn[0] != drawn[1]
+
+
+def test_an_empty_jwt_secret_never_reaches_a_live_login(make_shop_app):
+    with pytest.raises(ValidationError, match="is 0 bytes long"):
+        make_shop_app(jwt_secret="")
+
+
+def test_workers_sharing_one_secret_accept_each_others_tokens(make_shop_app, shop_clean):
+    """Two apps stand for two workers: with one configured secret a token from either works."""
+    shared = secrets.token_urlsafe(32)
+    first, second = (client_for(make_shop_app(jwt_secret=shared)) for _ in range(2))
+    user = {"email": "worker@example.com", "name": "Worker", "password": "SecurePass123!"}
+    assert first.post("/api/users", json=user).status_code == 201
+
+    login = first.post("/api/tokens", json={"email": user["email"], "password": user["password"]})
+    assert login.status_code == 200, login.text
+    token = login.json()["accessToken"]
+    user_id = jwt.decode(token, shared, algorithms=["HS256"])["sub"]  # signed with it
+    profile = second.get(
+        f"/api/users/{user_id}/profile", headers={"Authorization": f"Bearer {token}"}
+    )
+
+    assert profile.status_code == 200, profile.text
+    assert profile.json()["user"]["email"] == user["email"]
 
 
 def test_the_shop_answers_on_a_real_socket(shop_app, shop_clean):
