@@ -78,6 +78,12 @@ class ShopSettings(BaseSettings):
         ),
     )
     jwt_ttl_seconds: int = Field(900, gt=0)
+    # Wrong passwords for one email, within a window from the first, before logins
+    # for it answer 429 (counted in Redis, so across workers).
+    login_max_failures: int = Field(10, ge=1, description="failed logins allowed per window")
+    login_failure_window_seconds: int = Field(
+        300, gt=0, description="seconds; also how long a locked email waits"
+    )
     # "fast" exists for test suites only: OWASP parameters cost ~50 ms per hash.
     password_hash_profile: PasswordProfile = "owasp"
 

@@ -186,6 +186,50 @@ def test_wrong_credentials_are_401_without_saying_which_part(shop_client, creden
     assert "accessToken" not in response.json()
 
 
+def test_failed_logins_are_limited_per_email_across_workers(make_shop_app, shop_clean):
+    """Two apps stand for two workers on one Redis: their failures add up, then 429."""
+    first, second = (
+        client_for(make_shop_app(login_max_failures=3, login_failure_window_seconds=600))
+        for _ in range(2)
+    )
+    other = {**NEW_USER, "email": "other@example.com"}
+    for user in (NEW_USER, other):
+        assert first.post("/api/users", json=user).status_code == 201
+    right = {"email": NEW_USER["email"], "password": NEW_USER["password"]}
+    wrong = {**right, "password": "WrongPass123!"}
+
+    # Two failures, then the right password: the count starts again.
+    assert [c.post("/api/tokens", json=wrong).status_code for c in (first, second)] == [401, 401]
+    assert second.post("/api/tokens", json=right).status_code == 200
+    failures = [
+        c.post("/api/tokens", json={**wrong, "email": NEW_USER["email"].upper()}).status_code
+        for c in (first, second, first)
+    ]
+    locked = second.post("/api/tokens", json=right)  # the right password, too late
+    others = first.post("/api/tokens", json={**right, "email": other["email"]})
+
+    assert failures == [401, 401, 401]
+    assert locked.status_code == 429
+    assert locked.json()["error"] == "TOO_MANY_LOGINS"
+    assert 0 < int(locked.headers["Retry-After"]) <= 600
+    assert locked.json()["retryAfter"] == int(locked.headers["Retry-After"])
+    assert "accessToken" not in locked.json()
+    assert others.status_code == 200  # per account: another email is not locked
+
+
+def test_login_goes_on_uncounted_when_redis_is_down(make_shop_app, shop_clean):
+    """The limit is a brake, not the lock: a Redis outage must not lock everyone out."""
+    client = client_for(make_shop_app(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    assert client.post("/api/users", json=NEW_USER).status_code == 201
+    right = {"email": NEW_USER["email"], "password": NEW_USER["password"]}
+
+    wrong = client.post("/api/tokens", json={**right, "password": "WrongPass123!"})
+    response = client.post("/api/tokens", json=right)
+
+    assert wrong.status_code == 401
+    assert response.status_code == 200
+
+
 def test_unknown_user_id_in_path_is_404_and_malformed_is_422(shop_client, shop_settings):
     headers = auth_header(shop_settings, uuid.uuid4())
     assert shop_client.get(f"/api/users/{uuid.uuid4()}/profile", headers=headers).status_code == 404

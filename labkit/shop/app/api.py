@@ -2,7 +2,8 @@
 root that builds the app (`Shop.from_settings`) against any endpoints.
 
     POST  /api/users                 sign up → 201 {id, email, name}; 409 email taken
-    POST  /api/tokens                log in  → {accessToken, tokenType, expiresIn}
+    POST  /api/tokens                log in  → {accessToken, tokenType, expiresIn}; 429 after
+                                     login_max_failures wrong passwords (Redis count)
     GET   /api/users/{id}/profile    bearer  → {user, stats, recentActivity}, cached
     PATCH /api/users/{id}            bearer, own account only, {name} and nothing else
     POST  /api/users/{id}/follow     bearer  → 204, the caller follows {id}
@@ -167,11 +168,33 @@ def create_user(body: UserCreate, shop: ShopDep, session: SessionDep) -> dict[st
     return shown
 
 
-@users_router.post("/api/tokens", response_model=TokenOut)
+@users_router.post(
+    "/api/tokens",
+    response_model=TokenOut,
+    responses={
+        401: {"description": "wrong email or password"},
+        429: {"description": "too many failed logins for this email; see Retry-After"},
+    },
+)
 def login(body: LoginRequest, shop: ShopDep, session: SessionDep) -> TokenOut:
-    user = users.authenticate(session, shop.settings, str(body.email), body.password)
+    email = str(body.email)
+    # Checked before the password, so a locked account cannot be guessed at either.
+    wait = shop.login_limit.locked_for(email)
+    if wait:
+        refused = ApiError(
+            429,
+            "TOO_MANY_LOGINS",
+            f"{shop.settings.login_max_failures} failed logins for this email; "
+            f"try again in {wait} s",
+            retryAfter=wait,
+        )
+        refused.headers = {"Retry-After": str(wait)}
+        raise refused
+    user = users.authenticate(session, shop.settings, email, body.password)
     if user is None:
+        shop.login_limit.failed(email)
         raise ApiError(401, "UNAUTHORIZED", "wrong email or password")
+    shop.login_limit.succeeded(email)
     return TokenOut(
         accessToken=issue_token(shop.settings, user.id), expiresIn=shop.settings.jwt_ttl_seconds
     )

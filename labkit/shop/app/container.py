@@ -16,6 +16,7 @@ from labkit.shop.data.db import create_engine_for, session_factory
 from labkit.shop.domain.orders import Downstream
 from labkit.shop.infra import cache as cache_module
 from labkit.shop.infra.cache import Cache
+from labkit.shop.infra.login_limit import LoginLimit
 from labkit.shop.infra.messaging import AmqpPublisher
 from labkit.shop.settings import ShopSettings
 
@@ -27,6 +28,7 @@ class Shop:
     sessions: sessionmaker[Session]
     redis: redis.Redis
     cache: Cache
+    login_limit: LoginLimit
     publisher: AmqpPublisher
     downstream: Downstream
 
@@ -42,6 +44,7 @@ class Shop:
             sessions=session_factory(engine),
             redis=client,
             cache=Cache(client, settings),
+            login_limit=LoginLimit(client, settings),
             publisher=AmqpPublisher(settings),
             downstream=Downstream(settings),
         )

@@ -1,4 +1,4 @@
-"""The shop's clients of its infrastructure: the Redis cache and the RabbitMQ outbox.
+"""The shop's clients of its infrastructure: the Redis cache and login limit, the RabbitMQ outbox.
 
     >>> from labkit.shop.infra import Cache, connect, profile_key, record_event, publish_now
 
@@ -7,13 +7,16 @@ published after its commit (`publish_now`); the cache keys are named here once.
 """
 
 from labkit.shop.infra.cache import Cache, connect, profile_key, user_key
+from labkit.shop.infra.login_limit import LoginLimit, failures_key
 from labkit.shop.infra.messaging import AmqpPublisher, PublishError, publish_now, record_event
 
 __all__ = [
     "AmqpPublisher",
     "Cache",
+    "LoginLimit",
     "PublishError",
     "connect",
+    "failures_key",
     "profile_key",
     "publish_now",
     "record_event",
