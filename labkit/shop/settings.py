@@ -87,6 +87,27 @@ class ShopSettings(BaseSettings):
     # "fast" exists for test suites only: OWASP parameters cost ~50 ms per hash.
     password_hash_profile: PasswordProfile = "owasp"
 
+    # -- GraphQL request limits ----------------------------------------------------
+    # One GraphQL request can ask for as much work as the client likes: 100,000 aliases
+    # of __typename (1.9 MB) held the event loop for 7 s, 1,000 aliased searches ran
+    # 1,000 SQL queries. Each limit refuses such a request before any resolver runs.
+    graphql_max_body_bytes: int = Field(
+        256 * 1024,
+        gt=0,
+        description="bytes of a POST /graphql body, refused with 413 before it is parsed;"
+        " the largest valid createPost (20,000 characters of content) fits",
+    )
+    graphql_max_tokens: int = Field(
+        2000, gt=0, description="tokens of a GraphQL document; the parser stops past it"
+    )
+    graphql_max_aliases: int = Field(30, ge=0, description="aliased fields in one document")
+    graphql_max_database_fields: int = Field(
+        5,
+        gt=0,
+        description="fields in one document whose resolver queries the database"
+        " (user, search, createPost)",
+    )
+
     # -- cache and queues --------------------------------------------------------
     user_cache_ttl_seconds: int = Field(3600, gt=0)
     profile_cache_ttl_seconds: int = Field(60, gt=0)

@@ -32,19 +32,21 @@ from labkit.shop.app.errors import (
     is_unavailable,
     unavailable_response,
 )
-from labkit.shop.app.graphql import graphql_router, schema
+from labkit.shop.app.graphql import GraphQLBodyLimit, build_schema, graphql_router, schema
 from labkit.shop.app.server import ShopServer, serve
 
 __all__ = [
     "ROUTERS",
     "UNAVAILABLE_BODY",
     "ApiError",
+    "GraphQLBodyLimit",
     "SessionDep",
     "Shop",
     "ShopDep",
     "ShopServer",
     "ViewerDep",
     "api",
+    "build_schema",
     "create_app",
     "current_user_id",
     "get_session",

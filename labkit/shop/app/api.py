@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from labkit.shop.app.container import Shop
 from labkit.shop.app.errors import ApiError, install_error_handlers
-from labkit.shop.app.graphql import graphql_router
+from labkit.shop.app.graphql import GraphQLBodyLimit, graphql_router
 from labkit.shop.data.models import User
 from labkit.shop.domain import users
 from labkit.shop.domain.orders import Outcome, place_order
@@ -71,7 +71,8 @@ def create_app(settings: ShopSettings) -> FastAPI:
     app = FastAPI(title="labkit shop", version="1.0", lifespan=lifespan)
     app.state.shop = shop
     install_error_handlers(app)
-    app.include_router(graphql_router(), prefix="/graphql")
+    app.include_router(graphql_router(settings), prefix="/graphql")
+    app.add_middleware(GraphQLBodyLimit, path="/graphql", max_bytes=settings.graphql_max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -12,6 +12,11 @@ lazy load — and no blocking call — ever happens on the event loop.
 
 createPost needs a bearer token, and only for its own authorId: posting as someone
 else is refused (object-level authorization). A user's email is shown to themself only.
+
+A client chooses how much work one request asks for, so each request is bounded before
+any resolver runs (limits in `ShopSettings`, ``graphql_max_*``): its body size
+(`GraphQLBodyLimit`, 413 before parsing), its tokens (the parser stops past the limit),
+its aliases, and how many of its fields query the database (`database_field_limit`).
 """
 
 from __future__ import annotations
@@ -19,14 +24,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import strawberry
 from fastapi import Request
-from graphql import GraphQLError
+from graphql import FieldNode, GraphQLError, ValidationContext, ValidationRule
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
-from strawberry.extensions import MaskErrors
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.extensions import (
+    AddValidationRules,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+)
 from strawberry.fastapi import BaseContext, GraphQLRouter
 
 from labkit.shop.app.container import Shop
@@ -37,6 +49,7 @@ from labkit.shop.domain.schemas import Content, Tag, Title
 from labkit.shop.domain.search import search_posts
 from labkit.shop.domain.security import TokenError, read_token
 from labkit.shop.infra.messaging import publish_now
+from labkit.shop.settings import ShopSettings
 
 T = TypeVar("T")
 
@@ -264,14 +277,133 @@ def _is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
-# The schema has no cycles (an Author has no posts), so no query can nest deeper than
-# user → posts → comments → author: there is no need for a depth limiter.
-schema = strawberry.Schema(
-    query=Query,
-    mutation=Mutation,
-    extensions=[lambda: MaskErrors(should_mask_error=_is_unexpected)],
-)
+# Fields whose resolver queries the database, by the type they belong to.
+DATABASE_FIELDS = {"Query": frozenset({"user", "search"}), "Mutation": frozenset({"createPost"})}
 
 
-def graphql_router() -> GraphQLRouter[Context, None]:
-    return GraphQLRouter(schema, context_getter=_context)
+def database_field_limit(limit: int) -> type[ValidationRule]:
+    """A validation rule refusing documents with more than `limit` database fields.
+
+    Every `user`, `search` or `createPost` in a document runs SQL, and aliases let one
+    request ask for a thousand of them; validation refuses the document before any
+    resolver runs. Each field is counted once where it is written: a fragment on Query
+    or Mutation can only be spread at the top, where repeated spreads merge.
+    """
+
+    class DatabaseFieldLimit(ValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            self.count = 0
+
+        def enter_field(self, node: FieldNode, *_: Any) -> None:
+            parent = self.context.get_parent_type()
+            if parent is not None and node.name.value in DATABASE_FIELDS.get(parent.name, ()):
+                self.count += 1
+
+        def leave_document(self, *_: Any) -> None:
+            if self.count > limit:
+                self.report_error(
+                    GraphQLError(
+                        f"{self.count} fields that query the database (user, search,"
+                        f" createPost) in one request; the limit is {limit}"
+                        " (graphql_max_database_fields): split the request",
+                        extensions={"code": "TOO_MANY_DATABASE_FIELDS", "limit": limit},
+                    )
+                )
+
+    return DatabaseFieldLimit
+
+
+class GraphQLBodyLimit:
+    """ASGI middleware: a POST body over `max_bytes` to `path` gets 413, never parsed.
+
+    The body is read in chunks and the reading stops at the limit, so a 2 MB document
+    costs no more than a small one; the GraphQL-over-HTTP spec allows 413 for it. A
+    declared Content-Length over the limit is refused without reading anything.
+    """
+
+    def __init__(self, app: ASGIApp, *, path: str, max_bytes: int) -> None:
+        self.app = app
+        self.path = path
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = (
+            f"request body over {self.max_bytes} bytes (graphql_max_body_bytes):"
+            " send a smaller document, or fewer variables"
+        )
+        error = {
+            "message": message,
+            "extensions": {"code": "REQUEST_TOO_LARGE", "limit": self.max_bytes},
+        }
+        await JSONResponse({"errors": [error]}, status_code=413)(scope, receive, send)
+
+
+def _default(setting: str) -> int:
+    return int(ShopSettings.model_fields[setting].default)
+
+
+def build_schema(
+    *,
+    max_tokens: int = _default("graphql_max_tokens"),
+    max_aliases: int = _default("graphql_max_aliases"),
+    max_database_fields: int = _default("graphql_max_database_fields"),
+) -> strawberry.Schema:
+    """The shop's schema, refusing documents over the given limits before they run."""
+    # The schema has no cycles (an Author has no posts), so no query can nest deeper than
+    # user → posts → comments → author: there is no need for a depth limiter.
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
+            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+            lambda: AddValidationRules([database_field_limit(max_database_fields)]),
+            lambda: MaskErrors(should_mask_error=_is_unexpected),
+        ],
+    )
+
+
+schema = build_schema()  # with the default limits
+
+
+def graphql_router(settings: ShopSettings) -> GraphQLRouter[Context, None]:
+    """The /graphql routes with `settings`' limits (add `GraphQLBodyLimit` to the app)."""
+    limited = build_schema(
+        max_tokens=settings.graphql_max_tokens,
+        max_aliases=settings.graphql_max_aliases,
+        max_database_fields=settings.graphql_max_database_fields,
+    )
+    return GraphQLRouter(limited, context_getter=_context)

@@ -1,0 +1,160 @@
+"""/graphql refuses requests that ask for too much work, before any SQL runs.
+
+The attacks of issue #14: 100,000 aliases of __typename (1.9 MB) held the event loop for
+7 s; 1,000 aliased searches ran 1,000 SQL queries. Each limit is checked on the live shop
+by counting the statements the request sent: none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event
+
+from labkit.shop.testing import auth_header, client_for
+
+
+@contextmanager
+def counting_statements(app) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = app.state.shop.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def aliases(field: str, count: int) -> str:
+    return "{ " + " ".join(f"a{n}: {field}" for n in range(count)) + " }"
+
+
+def searches(count: int) -> str:
+    return aliases('search(query: "postgres") { id }', count)
+
+
+def post(client, query: str):
+    return client.post("/graphql", json={"query": query})
+
+
+def the_error(response) -> dict:
+    body = response.json()
+    assert body.get("data") is None, body
+    (error,) = body["errors"]
+    return error
+
+
+def test_a_huge_body_is_refused_with_413_before_parsing(shop_client, shop_app, shop_settings):
+    attack = aliases("__typename", 100_000)  # 1.9 MB
+    with counting_statements(shop_app) as statements:
+        response = post(shop_client, attack)
+
+    assert response.status_code == 413, response.text
+    error = the_error(response)
+    limit = shop_settings.graphql_max_body_bytes
+    assert error["extensions"] == {"code": "REQUEST_TOO_LARGE", "limit": limit}
+    assert str(limit) in error["message"]
+    assert statements == []
+
+
+def test_the_largest_valid_post_fits_under_the_body_limit(shop_client, shop_settings, ada):
+    mutation = "mutation($input: CreatePostInput!) { createPost(input: $input) { id } }"
+    content = "é" * 20_000  # the longest content allowed, each character sent as \\u00e9
+    post_input = {"title": "t" * 200, "content": content, "authorId": str(ada.id)}
+
+    body = json.dumps({"query": mutation, "variables": {"input": post_input}})  # ASCII only
+    assert len(body) > 120_000
+
+    response = shop_client.post(
+        "/graphql",
+        content=body,
+        headers={"Content-Type": "application/json", **auth_header(shop_settings, ada.id)},
+    )
+
+    assert response.status_code == 200 and "errors" not in response.json(), response.text
+
+
+def test_a_huge_chunked_body_is_refused_too(shop_client, shop_settings):
+    # No Content-Length: the limit is counted on the bytes as they come.
+    chunk = b" " * 64 * 1024
+    chunks = (chunk for _ in range(shop_settings.graphql_max_body_bytes // len(chunk) + 2))
+
+    response = shop_client.post(
+        "/graphql", content=chunks, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 413, response.text
+    assert "Content-Length" not in response.request.headers
+
+
+def test_a_long_document_under_the_body_limit_stops_at_the_token_limit(
+    shop_client, shop_app, shop_settings
+):
+    attack = searches(1_000)  # 1,000 SQL queries before the limits
+    assert len(attack.encode()) < shop_settings.graphql_max_body_bytes
+
+    with counting_statements(shop_app) as statements:
+        response = post(shop_client, attack)
+
+    error = the_error(response)
+    assert f"more than {shop_settings.graphql_max_tokens} tokens" in error["message"]
+    assert statements == []
+
+
+def test_too_many_aliases_are_refused(shop_client, shop_settings):
+    limit = shop_settings.graphql_max_aliases
+
+    error = the_error(post(shop_client, aliases("__typename", limit + 1)))
+
+    assert error["message"] == f"{limit + 1} aliases found. Allowed: {limit}"
+    assert post(shop_client, aliases("__typename", limit)).json() == {
+        "data": {f"a{n}": "Query" for n in range(limit)}
+    }
+
+
+def test_too_many_database_fields_are_refused_without_sql(shop_client, shop_app, shop_settings):
+    limit = shop_settings.graphql_max_database_fields
+    with counting_statements(shop_app) as statements:
+        response = post(shop_client, searches(limit + 1))
+
+    error = the_error(response)
+    assert error["extensions"] == {"code": "TOO_MANY_DATABASE_FIELDS", "limit": limit}
+    assert f"{limit + 1} fields that query the database" in error["message"]
+    assert statements == []
+
+    with counting_statements(shop_app) as statements:
+        allowed = post(shop_client, searches(limit)).json()
+    assert allowed == {"data": {f"a{n}": [] for n in range(limit)}}
+    assert statements  # the searches did run
+
+
+def test_database_fields_in_fragments_count_too(shop_client, shop_settings):
+    limit = shop_settings.graphql_max_database_fields
+    fragment = " ".join(f's{n}: search(query: "x") {{ id }}' for n in range(limit))
+    document = f'{{ ...F u: user(id: "user-1") {{ id }} }} fragment F on Query {{ {fragment} }}'
+
+    error = the_error(post(shop_client, document))
+
+    assert error["extensions"]["code"] == "TOO_MANY_DATABASE_FIELDS"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "document", "expected"),
+    [
+        ("graphql_max_body_bytes", 100, aliases("__typename", 10), "over 100 bytes"),
+        ("graphql_max_tokens", 20, aliases("__typename", 10), "more than 20 tokens"),
+        ("graphql_max_aliases", 2, aliases("__typename", 10), "Allowed: 2"),
+        ("graphql_max_database_fields", 1, searches(2), "the limit is 1"),
+    ],
+)
+def test_each_limit_comes_from_the_settings(make_shop_app, setting, value, document, expected):
+    client = client_for(make_shop_app(**{setting: value}))
+
+    assert expected in the_error(post(client, document))["message"]
