@@ -200,6 +200,40 @@ def test_a_terminated_owner_stops_its_services():
         sweep_local()  # without the fix, what the child left would outlive the test
 
 
+APP_HANDLER_CHILD = """
+import signal, sys
+from labkit import services
+signal.signal(signal.SIGTERM, lambda *_: sys.exit("the application's own SIGTERM handler"))
+print(services.get("redis").port, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_an_applications_sigterm_handler_is_left_alone():
+    """labkit takes SIGTERM only where nobody set a handler: the application's runs, and
+    its normal exit stops the services (atexit)."""
+    if services.check("redis")[0] != "local":
+        pytest.skip("this test is about local servers (LABKIT_BACKEND=local)")
+    child = subprocess.Popen(
+        [sys.executable, "-c", APP_HANDLER_CHILD],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "LABKIT_BACKEND": "local"},
+    )
+    try:
+        port = int(child.stdout.readline())
+        [record] = [r for r in local_records() if r.owner_pid == child.pid]
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+
+        assert (child.returncode, err.strip()) == (1, "the application's own SIGTERM handler")
+        assert not os.path.exists(record.workdir) and not _port_open(port), "redis left"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        sweep_local()
+
 PAUSED_CHILD = """
 import sys
 from labkit import services
