@@ -155,6 +155,155 @@ def test_a_killed_owner_leaks_nothing(service):
     assert _wait_closed(port), f"{service} on port {port} still answers after the sweep"
 
 
+TERMINATED_CHILD = """
+import sys
+from labkit import services
+ports = [services.get(name).port for name in sys.argv[1:]]
+print(*ports, flush=True)
+sys.stdin.read()  # busy as a kernel in a cell: SIGTERM comes while it waits
+"""
+
+
+@pytest.mark.slow
+def test_a_terminated_owner_stops_its_services():
+    """SIGTERM (`timeout`, a cancelled CI job, Jupyter shutting a busy kernel down) stops
+    the owner's servers as a normal exit does, without a sweep or `labkit down`."""
+    names = ["postgres", "redis"]
+    if any(services.check(name)[0] != "local" for name in names):
+        pytest.skip("this test is about local servers (LABKIT_BACKEND=local)")
+    child = subprocess.Popen(
+        [sys.executable, "-c", TERMINATED_CHILD, *names],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "LABKIT_BACKEND": "local"},
+    )
+    try:
+        ports = [int(port) for port in child.stdout.readline().split()]
+        assert len(ports) == len(names), "the child did not start its services"
+        records = [r for r in local_records() if r.owner_pid == child.pid]
+        assert sorted(r.service for r in records) == sorted(names)
+        servers = {r.service: _tree(r.group) for r in records}  # each with its children
+        assert all(servers.values()), "each server should be running"
+
+        child.send_signal(signal.SIGTERM)
+        status = child.wait(timeout=60)  # stopping 2 servers, on a loaded machine
+
+        assert status == -signal.SIGTERM, "the owner should still die of SIGTERM (status 143)"
+        left = {name: [p.pid for p in procs if _alive(p)] for name, procs in servers.items()}
+        assert not any(left.values()), f"processes left behind: {left}"
+        assert not [r.workdir for r in records if os.path.exists(r.workdir)], "temp dirs left"
+        assert not [r for r in local_records() if r.owner_pid == child.pid], "records left"
+        assert not [port for port in ports if _port_open(port)], "a server still answers"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        sweep_local()  # without the fix, what the child left would outlive the test
+
+
+APP_HANDLER_CHILD = """
+import signal, sys
+from labkit import services
+signal.signal(signal.SIGTERM, lambda *_: sys.exit("the application's own SIGTERM handler"))
+print(services.get("redis").port, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_an_applications_sigterm_handler_is_left_alone():
+    """labkit takes SIGTERM only where nobody set a handler: the application's runs, and
+    its normal exit stops the services (atexit)."""
+    if services.check("redis")[0] != "local":
+        pytest.skip("this test is about local servers (LABKIT_BACKEND=local)")
+    child = subprocess.Popen(
+        [sys.executable, "-c", APP_HANDLER_CHILD],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "LABKIT_BACKEND": "local"},
+    )
+    try:
+        port = int(child.stdout.readline())
+        [record] = [r for r in local_records() if r.owner_pid == child.pid]
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+
+        assert (child.returncode, err.strip()) == (1, "the application's own SIGTERM handler")
+        assert not os.path.exists(record.workdir) and not _port_open(port), "redis left"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        sweep_local()
+
+PAUSED_CHILD = """
+import sys
+from labkit import services
+with services.paused("postgres") as endpoint:
+    print(endpoint.port, flush=True)
+    sys.stdin.read()  # the outage demo, when the kernel is killed
+"""
+
+
+@pytest.mark.slow
+def test_an_owner_killed_during_an_outage_leaks_nothing():
+    """Lesson 03b pauses PostgreSQL (SIGSTOP): if the kernel dies then, the sweep must
+    wake every process of the server to kill it, the postmaster's children included."""
+    if services.check("postgres")[0] != "local":
+        pytest.skip("this test is about local servers (LABKIT_BACKEND=local)")
+    child = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_CHILD],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "LABKIT_BACKEND": "local"},
+    )
+    try:
+        assert child.stdout.readline().strip().isdigit(), "the child did not start postgres"
+        [record] = [r for r in local_records() if r.owner_pid == child.pid]
+        server = _tree(record.group)
+        assert len(server) > 1, "the postmaster should have children (checkpointer, …)"
+        assert _wait_stopped(server), "the server's processes should be paused (SIGSTOP)"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+
+        sweep_local()
+
+        left = [f"{p.pid} {_status(p)}" for p in server if _alive(p)]
+        assert not left, f"PostgreSQL processes left after the sweep: {left}"
+        assert not os.path.exists(record.workdir), "data dir left after the sweep"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        sweep_local()
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    server = psutil.Process(pid)
+    return [server, *server.children(recursive=True)]
+
+
+def _wait_stopped(procs: list[psutil.Process], seconds: float = 10) -> bool:
+    """Every live one stopped: a signal to another process lands a moment later."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all(_status(p) in (psutil.STATUS_STOPPED, None) for p in procs):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _status(proc: psutil.Process) -> str | None:
+    """The process's state, or None once it is gone (a zombie is dead, awaiting its
+    parent; a reused pid is another process)."""
+    try:
+        status = proc.status() if proc.is_running() else None
+    except psutil.NoSuchProcess:
+        return None
+    return None if status == psutil.STATUS_ZOMBIE else status
+
+
+def _alive(proc: psutil.Process) -> bool:
+    return _status(proc) is not None
+
+
 def _port_open(port: int) -> bool:
     import socket
 

@@ -69,10 +69,14 @@ def local_records() -> Iterator[LocalRecord]:
 
 
 def processes_of(record: LocalRecord) -> list[psutil.Process]:
-    """The instance's processes: its process group, and any carrying its LABKIT_INSTANCE.
+    """The instance's processes: its process group, any carrying its LABKIT_INSTANCE, and
+    every descendant of those.
 
-    Both marks are needed: a server may leave the group (Erlang's epmd daemonizes), and
-    redis-server overwrites its own environment when it sets its process title.
+    All three are needed: a server may leave the group (Erlang's epmd daemonizes),
+    redis-server overwrites its own environment when it sets its process title, and
+    PostgreSQL puts each child of the postmaster in a session of its own, its title over
+    its environment. A child missed here outlives the sweep: a paused (SIGSTOPped) one
+    never sees its postmaster die and stays for good.
     """
     group_alive = record.group and owner_alive(record.group, record.group_started)
     found: list[psutil.Process] = []
@@ -84,7 +88,13 @@ def processes_of(record: LocalRecord) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess,
                 ProcessLookupError):
             continue
-    return found
+    tree = {proc.pid: proc for proc in found}
+    for proc in found:
+        try:
+            tree.update((child.pid, child) for child in proc.children(recursive=True))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return list(tree.values())
 
 
 def kill_instance(record: LocalRecord) -> int:

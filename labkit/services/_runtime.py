@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,6 +91,7 @@ def handle(name: str) -> Handle:
         started = _start(name)
         with _LOCK:
             _RUNNING[name] = started
+        _stop_on_sigterm()
         return started
 
 
@@ -179,6 +181,35 @@ def stop_all() -> None:
             stop(name)
         except Exception as exc:  # noqa: BLE001 (at exit, report and go on stopping the others)
             print(f"labkit: could not stop {name}: {exc}")
+
+
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM stop this process's services, as a normal exit does (atexit).
+
+    SIGTERM is what `timeout`, a cancelled CI job and Jupyter's shutdown of a busy kernel
+    send; by default it ends Python without running atexit, leaving every server behind
+    until the next sweep. Installed only where the application set no handler (SIG_DFL)
+    and only from the main thread (Python allows no other); an application's own handler
+    is left alone, and if it exits normally atexit stops the services anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return  # the application's choice (its handler, or SIG_IGN), or ours already
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Stop the services, then die of SIGTERM as the default disposition would.
+
+    No SystemExit: IPython catches it in a cell and the kernel would not exit. Re-raising
+    the signal under SIG_DFL gives the status callers expect (-15, or 143 in a shell).
+    If the application installed a handler after ours, ours is no longer called.
+    """
+    stop_all()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextmanager
