@@ -74,7 +74,7 @@ def listening_sockets(procs: list[psutil.Process]) -> set[tuple[str, str, int]]:
     return found
 
 
-@pytest.mark.parametrize("service", ["postgres", "redis", "rabbitmq"])
+@pytest.mark.parametrize("service", ["postgres", "redis", "rabbitmq", "aws"])
 def test_local_servers_listen_on_loopback_only(service):
     """Every socket a local server's processes listen on is on loopback, not only its URL's.
 
@@ -91,6 +91,26 @@ def test_local_servers_listen_on_loopback_only(service):
     assert not exposed, f"{service} listens beyond loopback: {exposed} (all: {sorted(listening)})"
     if service == "rabbitmq":
         assert {"beam.smp", "epmd"} <= {name for name, _, _ in listening}, listening
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("service", ["postgres", "redis", "rabbitmq"])
+def test_containers_publish_on_loopback_only(service):
+    """Each port a labkit container publishes is bound to loopback on the host.
+
+    It reads what the engine bound, not what labkit asked for: where a request leaves
+    the address empty, the engine's default ("ip" in daemon.json) decides.
+    """
+    if services.backend_for(service)[0] != "docker":
+        pytest.skip("this checks the containers the docker backend starts")
+    container = services.handle(service).wrapped
+    container.reload()
+    published = [(binding["HostIp"], binding["HostPort"], port)
+                 for port, bindings in container.attrs["NetworkSettings"]["Ports"].items()
+                 for binding in bindings or ()]
+    assert published, f"{service}'s container publishes no port"
+    exposed = [b for b in published if b[0] not in LOOPBACKS]
+    assert not exposed, f"{service}'s container publishes beyond loopback: {exposed}"
 
 
 def test_printed_urls_hide_passwords(postgres):
