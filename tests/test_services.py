@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -54,6 +55,62 @@ def test_services_listen_on_loopback_only(postgres, redis, rabbitmq):
     if postgres.backend == "external":
         pytest.skip("external servers are wherever their URLs say")
     assert {postgres.host, redis.host, rabbitmq.host} == {"127.0.0.1"}
+
+
+LOOPBACKS = {"127.0.0.1", "::1"}
+
+
+def listening_sockets(procs: list[psutil.Process]) -> set[tuple[str, str, int]]:
+    """(process name, address, port) of each TCP listener or bound UDP socket of procs."""
+    found = set()
+    for proc in procs:
+        try:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN or (conn.laddr and not conn.raddr
+                                                         and conn.type == socket.SOCK_DGRAM):
+                    found.add((proc.name(), conn.laddr.ip, conn.laddr.port))
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("service", ["postgres", "redis", "rabbitmq", "aws"])
+def test_local_servers_listen_on_loopback_only(service):
+    """Every socket a local server's processes listen on is on loopback, not only its URL's.
+
+    RabbitMQ also listens for Erlang nodes (the distribution port) and runs an epmd;
+    both bind every interface by default, guarded only by the cookie.
+    """
+    if services.backend_for(service)[0] != "local":
+        pytest.skip("this checks the servers the local backend starts")
+    endpoint = services.get(service)
+    procs = services.processes_of(services.handle(service).record)
+    listening = listening_sockets(procs)
+    assert ("127.0.0.1", endpoint.port) in {(ip, port) for _, ip, port in listening}, listening
+    exposed = sorted(s for s in listening if s[1] not in LOOPBACKS)
+    assert not exposed, f"{service} listens beyond loopback: {exposed} (all: {sorted(listening)})"
+    if service == "rabbitmq":
+        assert {"beam.smp", "epmd"} <= {name for name, _, _ in listening}, listening
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("service", ["postgres", "redis", "rabbitmq"])
+def test_containers_publish_on_loopback_only(service):
+    """Each port a labkit container publishes is bound to loopback on the host.
+
+    It reads what the engine bound, not what labkit asked for: where a request leaves
+    the address empty, the engine's default ("ip" in daemon.json) decides.
+    """
+    if services.backend_for(service)[0] != "docker":
+        pytest.skip("this checks the containers the docker backend starts")
+    container = services.handle(service).wrapped
+    container.reload()
+    published = [(binding["HostIp"], binding["HostPort"], port)
+                 for port, bindings in container.attrs["NetworkSettings"]["Ports"].items()
+                 for binding in bindings or ()]
+    assert published, f"{service}'s container publishes no port"
+    exposed = [b for b in published if b[0] not in LOOPBACKS]
+    assert not exposed, f"{service}'s container publishes beyond loopback: {exposed}"
 
 
 def test_printed_urls_hide_passwords(postgres):

@@ -53,7 +53,13 @@ from labkit.services._docker import (
     why_no_containers,
 )
 from labkit.services._local import chown_tree, make_workdir, privilege_prefix
-from labkit.services._ownership import LocalRecord, local_records, sweep_containers, sweep_local
+from labkit.services._ownership import (
+    LocalRecord,
+    local_records,
+    processes_of,
+    sweep_containers,
+    sweep_local,
+)
 from labkit.services._postgres import postgres_bindir
 from labkit.services._registry import Backend
 from labkit.services._runtime import (
@@ -113,6 +119,7 @@ __all__ = [
     "paused",
     "postgres_bindir",
     "privilege_prefix",
+    "processes_of",
     "project_root",
     "publish_on_loopback",
     "random_secret",

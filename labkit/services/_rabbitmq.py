@@ -26,6 +26,28 @@ def rabbitmq_server() -> str | None:
     )
 
 
+def loopback_distribution(epmd_port: int) -> dict[str, str]:
+    """The environment that keeps a local node's Erlang distribution on 127.0.0.1.
+
+    Besides AMQP, a RabbitMQ node listens for other Erlang nodes (the distribution
+    port), which Erlang binds to every interface, and registers in an epmd, which also
+    listens on every interface when the node has to start it. Only the cookie guards
+    them, and whoever holds it runs any code on the node. So the distribution binds to
+    127.0.0.1, and the node starts its own epmd on a free port, bound to 127.0.0.1
+    (its processes carry the instance's mark, so stop and the sweep remove it): the
+    machine's shared epmd on 4369, if one runs, is never used or changed.
+    rabbitmqctl reaches the node with the same ERL_EPMD_PORT, HOME (the cookie) and
+    RABBITMQ_NODENAME.
+    """
+    return {
+        "ERL_EPMD_ADDRESS": LOOPBACK,
+        "ERL_EPMD_PORT": str(epmd_port),
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
+            "-kernel inet_dist_use_interface {" + LOOPBACK.replace(".", ",") + "}"
+        ),
+    }
+
+
 def start_docker(image: str, owner: Owner) -> ContainerHandle:
     with quiet_testcontainers():
         from testcontainers.community.rabbitmq import RabbitMqContainer
@@ -45,7 +67,7 @@ def start_local(owner: Owner) -> LocalHandle:
         )
     username, password = random_username("labkit"), random_secret()
     workdir = make_workdir("rabbitmq")
-    port, dist_port = free_port(), free_port()
+    port, dist_port, epmd_port = free_port(), free_port(), free_port()
     (workdir / "rabbitmq.conf").write_text(
         f"default_user = {username}\n"
         f"default_pass = {password}\n"
@@ -70,6 +92,7 @@ def start_local(owner: Owner) -> LocalHandle:
         "HOME": str(workdir),
         "RABBITMQ_NODENAME": f"labkit-{owner.instance}@localhost",
         "RABBITMQ_DIST_PORT": str(dist_port),
+        **loopback_distribution(epmd_port),
         "RABBITMQ_CONFIG_FILE": str(workdir / "rabbitmq"),
         "RABBITMQ_CONF_ENV_FILE": str(workdir / "rabbitmq-env.conf"),
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
