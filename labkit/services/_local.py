@@ -9,6 +9,7 @@ default ``nobody``).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -66,11 +67,15 @@ class LocalHandle:
 
     def pause(self) -> None:
         for proc in self._processes():
-            proc.suspend()
+            # A connection's backend that exits between the listing and the signal (a
+            # client just disconnected) needs no pausing.
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.suspend()
 
     def resume(self) -> None:
         for proc in reversed(self._processes()):
-            proc.resume()
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.resume()
 
     def stop(self) -> None:
         try:
