@@ -3,8 +3,10 @@
 users below are what several test modules start from."""
 
 import pytest
+from sqlalchemy import Engine
 
-from labkit.shop.testing import add_user
+from labkit.services import Endpoint
+from labkit.shop.testing import add_user, migrate_once
 
 
 @pytest.fixture
@@ -15,3 +17,10 @@ def ada(shop_session):
 @pytest.fixture
 def bob(shop_session):
     return add_user(shop_session, email="bob@example.com", name="Bob")
+
+
+@pytest.fixture
+def engine(postgres: Endpoint, db_engine: Engine) -> Engine:
+    """The test database's engine, with the shop's migrations applied (once per process)."""
+    migrate_once(postgres.url)
+    return db_engine

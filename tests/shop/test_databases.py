@@ -8,9 +8,7 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlalchemy.orm.exc import StaleDataError
 
-from labkit.services import Endpoint
 from labkit.shop.data import User, session_factory, transaction
-from labkit.shop.testing import migrate_once
 from labkit.shop.testing.databases import (
     backend_pid,
     create_committed_user,
@@ -20,12 +18,6 @@ from labkit.shop.testing.databases import (
     updates_sent,
     users_with_email,
 )
-
-
-@pytest.fixture
-def engine(postgres: Endpoint, db_engine: Engine) -> Engine:
-    migrate_once(postgres.url)
-    return db_engine
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ import pytest
 from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 
-from labkit.services import Endpoint
 from labkit.shop.data import Order, OrderItem, OutboxEvent, Post, User, session_factory
-from labkit.shop.testing import migrate_once
 from labkit.shop.testing.test_data import (
     TrackedDataManager,
     place_order,
@@ -16,12 +14,6 @@ from labkit.shop.testing.test_data import (
     rows_left,
     unique_email,
 )
-
-
-@pytest.fixture
-def engine(postgres: Endpoint, db_engine: Engine) -> Engine:
-    migrate_once(postgres.url)
-    return db_engine
 
 
 def test_unique_emails_differ_and_carry_their_label() -> None:
