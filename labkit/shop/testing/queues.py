@@ -53,6 +53,7 @@ from labkit.shop.workers import (
     record_order,
 )
 from labkit.sql import engine_for
+from labkit.waiting import wait_until
 
 __all__ = [
     "CRASHING_CONSUMER",
@@ -166,17 +167,10 @@ def crash_while_processing(
         for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
-    _wait_for(lambda: consumers(channel, queue) == 0, 10, "the broker never noticed the crash")
+    wait_until(lambda: consumers(channel, queue) == 0, timeout=10, interval=0.02,
+               message="the broker never noticed the crash")
     counts["after the crash"] = ready(channel, queue)
     return counts
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{message} within {timeout}s")
-        time.sleep(0.02)
 
 
 # -- the worker ---------------------------------------------------------------------------
