@@ -207,3 +207,31 @@ def test_two_reconcilers_at_once_drive_each_order_once(
     assert sorted(paid) == sorted(order_ids), "an order was driven by both reconcilers"
     events = order_created_events(shop_session)
     assert sorted(e.payload["orderId"] for e in events) == sorted(order_ids)
+
+
+def test_two_requests_with_one_key_at_once_place_one_order(
+    shop_client, shop_session, shop_downstream, as_buyer
+):
+    """A double click: both requests find no order, both check the stock (slowly), both
+    try to store it; one stores it and pays, the other meets it and says so."""
+    shop_downstream.inventory.delay = 0.3
+    headers = {**as_buyer, "Idempotency-Key": "double-click"}
+    statuses: list[int] = []
+
+    def place() -> None:
+        statuses.append(
+            shop_client.post("/api/orders", json=SEED_ORDER, headers=headers).status_code
+        )
+
+    clicks = [threading.Thread(target=place) for _ in range(2)]
+    for click in clicks:
+        click.start()
+    for click in clicks:
+        click.join(timeout=60)
+
+    assert len(shop_downstream.inventory.calls_to("/check")) == 2  # both got that far
+    assert sorted(statuses) in ([201, 201], [201, 409]), statuses
+    assert len(shop_session.scalars(select(Order)).all()) == 1
+    assert len(shop_downstream.payment.payments) == 1
+    assert len(shop_downstream.payment.calls_to("/payments")) == 1
+    assert len(order_created_events(shop_session)) == 1

@@ -154,7 +154,11 @@ class Downstream:
         return status == 200
 
     def release(self, order_id: uuid.UUID) -> None:
-        """Best effort: a failed release is logged for a reconciler, not raised."""
+        """Best effort: a failed release is logged, to be released by hand, not raised.
+
+        (The order's outcome is already written when it runs; `reconcile_orders` completes
+        PENDING orders only, and does not retry releases.)
+        """
         try:
             self._post(self.inventory, "inventory", "/release", {"orderId": str(order_id)})
         except DownstreamError as exc:
