@@ -115,6 +115,22 @@ class ShopSettings(BaseSettings):
     notifications_queue: str = "notifications"
     order_events_exchange: str = "order-events"
 
+    # -- the order saga's recovery (labkit.shop.domain.orders) ----------------------
+    # An order still PENDING this long after its last change is stuck (its request met
+    # an outage), not running: the reconciler completes it. Keep it far above a saga's
+    # run (three downstream calls and short transactions, each bounded above). Taking a
+    # running saga for a stuck one costs no double charge or event (every step is
+    # idempotent), but the saga's own last write may then wait for the reconciler's lock.
+    order_reconcile_after_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="seconds an order stays PENDING before the reconciler completes it;"
+        " well above 3 × downstream_timeout",
+    )
+    order_reconcile_every_seconds: float = Field(
+        10.0, gt=0, description="how often the serving shop runs its reconciler"
+    )
+
     @field_validator("jwt_secret")
     @classmethod
     def _jwt_secret_is_long_enough(cls, secret: SecretStr) -> SecretStr:

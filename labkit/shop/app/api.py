@@ -7,7 +7,9 @@ root that builds the app (`Shop.from_settings`) against any endpoints.
     GET   /api/users/{id}/profile    bearer  → {user, stats, recentActivity}, cached
     PATCH /api/users/{id}            bearer, own account only, {name} and nothing else
     POST  /api/users/{id}/follow     bearer  → 204, the caller follows {id}
-    POST  /api/orders                bearer  → 201 {orderId, status, totalAmount}
+    POST  /api/orders                bearer  → 201 {orderId, status, totalAmount}; with an
+                                     Idempotency-Key header a retry is the same order,
+                                     never a second charge (labkit.shop.domain.orders)
     GET   /api/search?q=             full-text search over posts
     GET   /health                    200 when PostgreSQL answers
     POST  /graphql                   see labkit.shop.app.graphql
@@ -24,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
@@ -37,7 +39,7 @@ from labkit.shop.app.errors import ApiError, install_error_handlers
 from labkit.shop.app.graphql import GraphQLBodyLimit, graphql_router
 from labkit.shop.data.models import User
 from labkit.shop.domain import users
-from labkit.shop.domain.orders import Outcome, place_order
+from labkit.shop.domain.orders import IdempotencyKeyReused, Outcome, place_order
 from labkit.shop.domain.schemas import (
     LoginRequest,
     OrderCreate,
@@ -247,25 +249,76 @@ def follow(user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep, session: Sessio
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+# Visible ASCII, as the IETF draft on the Idempotency-Key header uses (a UUID fits).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="a key of the client's choosing (a UUID): a retry with the same key is "
+        "the same order, charged once",
+    ),
+]
+ORDER_IN_PROGRESS_RETRY_AFTER_S = 5
+
+
 @orders_router.post(
     "/api/orders",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
-    responses={402: {"description": "payment declined"}, 409: {"description": "out of stock"}},
+    responses={
+        402: {"description": "payment declined"},
+        409: {
+            "description": "out of stock (INVENTORY_UNAVAILABLE), or an order with this "
+            "Idempotency-Key is still being completed (ORDER_IN_PROGRESS, see Retry-After)"
+        },
+        422: {"description": "invalid order, or an Idempotency-Key used for another order"},
+        503: {
+            "description": "a dependency is unavailable; an order already stored stays "
+            "PENDING and is completed later: retry with the same Idempotency-Key"
+        },
+    },
 )
-def create_order(body: OrderCreate, viewer: ViewerDep, shop: ShopDep, session: SessionDep) -> Any:
+def create_order(
+    body: OrderCreate,
+    viewer: ViewerDep,
+    shop: ShopDep,
+    session: SessionDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     if session.scalar(select(User.id).where(User.id == viewer)) is None:
         raise ApiError(401, "UNAUTHORIZED", "the token's user no longer exists")
     session.close()  # the saga opens its own short transactions; hold no connection
-    placed = place_order(
-        shop.sessions, shop.downstream, viewer, body, shop.settings.order_events_exchange
-    )
+    try:
+        placed = place_order(
+            shop.sessions,
+            shop.downstream,
+            viewer,
+            body,
+            shop.settings.order_events_exchange,
+            idempotency_key=idempotency_key,
+            reconcile_after_seconds=shop.settings.order_reconcile_after_seconds,
+        )
+    except IdempotencyKeyReused as exc:
+        raise ApiError(422, "IDEMPOTENCY_KEY_REUSED", str(exc), orderId=str(exc.order_id)) from None
     if placed.outcome is Outcome.INVENTORY_UNAVAILABLE:
         raise ApiError(409, "INVENTORY_UNAVAILABLE", "some items are not in stock")
     if placed.outcome is Outcome.PAYMENT_DECLINED:
         raise ApiError(
             402, "PAYMENT_DECLINED", "the payment was declined", orderId=str(placed.order_id)
         )
+    if placed.outcome is Outcome.PENDING:
+        in_progress = ApiError(
+            409,
+            "ORDER_IN_PROGRESS",
+            "this order is being completed; send the same request with the same "
+            f"Idempotency-Key again in {ORDER_IN_PROGRESS_RETRY_AFTER_S} s to learn its outcome",
+            orderId=str(placed.order_id),
+        )
+        in_progress.headers = {"Retry-After": str(ORDER_IN_PROGRESS_RETRY_AFTER_S)}
+        raise in_progress
     assert placed.order_id is not None, "a confirmed order always has its id"
     return OrderOut(orderId=placed.order_id, status="CONFIRMED", totalAmount=placed.total_amount)
 

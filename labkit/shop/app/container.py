@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from labkit.shop.data.db import create_engine_for, session_factory
-from labkit.shop.domain.orders import Downstream
+from labkit.shop.domain.orders import Downstream, reconcile_orders
 from labkit.shop.infra import cache as cache_module
 from labkit.shop.infra.cache import Cache
 from labkit.shop.infra.login_limit import LoginLimit
@@ -48,6 +48,11 @@ class Shop:
             publisher=AmqpPublisher(settings),
             downstream=Downstream(settings),
         )
+
+    def reconcile_orders(self) -> dict[str, int]:
+        """Complete orders stuck PENDING after an outage (`labkit.shop.domain.orders`):
+        the periodic job for the serving shop, every ``order_reconcile_every_seconds``."""
+        return reconcile_orders(self.sessions, self.downstream, self.settings)
 
     def close(self) -> None:
         self.downstream.close()

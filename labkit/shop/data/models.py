@@ -166,16 +166,22 @@ class Comment(Base):
 class OrderStatus(str, enum.Enum):
     """Where an order stands. Stored as text so later stages can add their own."""
 
-    PENDING = "PENDING"  # stored, inventory being reserved and payment being taken
+    # stored; being reserved and paid, or stuck after an outage until the reconciler
+    # (labkit.shop.domain.orders.reconcile_orders) or a retry completes it
+    PENDING = "PENDING"
     CONFIRMED = "CONFIRMED"  # paid; ORDER_CREATED is in the outbox
     PAYMENT_DECLINED = "PAYMENT_DECLINED"  # declined; the reservation was released
-    PAYMENT_FAILED = "PAYMENT_FAILED"  # payment service unreachable; reservation released
     CANCELLED = "CANCELLED"  # inventory could not be reserved
 
 
 class Order(Base):
     __tablename__ = "orders"
-    __table_args__ = (CheckConstraint("total_amount >= 0", name="ck_orders_total_not_negative"),)
+    __table_args__ = (
+        CheckConstraint("total_amount >= 0", name="ck_orders_total_not_negative"),
+        # The reconciler's query: orders PENDING since before some time. Partial, so it
+        # holds only the few orders in flight or stuck.
+        Index("ix_orders_pending", "updated_at", postgresql_where=text("status = 'PENDING'")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     # RESTRICT: money records outlive accounts; a user with orders cannot just vanish.

@@ -11,10 +11,14 @@ from labkit.shop.domain import orders, posts, schemas, search, security, users
 from labkit.shop.domain.orders import (
     Downstream,
     DownstreamError,
+    IdempotencyKeyReused,
     Outcome,
     PlacedOrder,
+    order_id_for,
     order_total,
     place_order,
+    reconcile_order,
+    reconcile_orders,
 )
 from labkit.shop.domain.posts import create_post, load_user_graph
 from labkit.shop.domain.schemas import (
@@ -44,6 +48,7 @@ __all__ = [
     "Downstream",
     "DownstreamError",
     "Hit",
+    "IdempotencyKeyReused",
     "LoginRequest",
     "OrderCreate",
     "OrderItemIn",
@@ -61,12 +66,15 @@ __all__ = [
     "create_post",
     "issue_token",
     "load_user_graph",
+    "order_id_for",
     "order_total",
     "orders",
     "password_hasher",
     "place_order",
     "posts",
     "read_token",
+    "reconcile_order",
+    "reconcile_orders",
     "schemas",
     "search",
     "search_posts",

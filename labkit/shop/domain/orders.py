@@ -6,12 +6,15 @@ inventory, at ``settings.inventory_url``
     ``POST /check``   ``{items: [{productId, quantity}]}``
                       → 200 ``{allAvailable, items: [{productId, available}]}``
     ``POST /reserve`` ``{orderId, items: [{productId, quantity}]}``
-                      → 200 ``{reserved: true}``, or 409 ``{error: "INSUFFICIENT_STOCK"}``
+                      → 200 ``{reserved: true}``, or 409 ``{error: "INSUFFICIENT_STOCK"}``;
+                      idempotent per orderId: while an order holds a reservation, another
+                      reserve for it answers 200 and takes nothing more
     ``POST /release`` ``{orderId}`` → 200 ``{released: true}`` (idempotent)
 payment, at ``settings.payment_url``
     ``POST /payments`` ``{orderId, amount: "109.97", method}``, header
                       ``Idempotency-Key: <orderId>`` → 200
-                      ``{transactionId, status: "APPROVED" | "DECLINED"}``
+                      ``{transactionId, status: "APPROVED" | "DECLINED"}``; idempotent per
+                      key: the same key gets the first answer again, and one charge at most
 
 The saga, and why in this order:
 1. check stock — unavailable: 409, nothing stored, payment never called;
@@ -19,10 +22,38 @@ The saga, and why in this order:
    is a 503 that leaves nothing reserved and nobody charged;
 3. reserve stock — refused: order CANCELLED, 409;
 4. take payment — approved: order CONFIRMED plus an ORDER_CREATED outbox row in one
-   transaction, 201; declined: reservation released (the compensation), order
-   PAYMENT_DECLINED, 402; unreachable: reservation released, order PAYMENT_FAILED, 503.
-   The payment call carries the order id as idempotency key, so a retry by a
-   reconciler cannot charge twice.
+   transaction, 201; declined: order PAYMENT_DECLINED, then the reservation released
+   (the compensation), 402.
+
+Every step after 2 is idempotent per order id (both services' contracts above), and an
+order leaves PENDING only by a conditional ``UPDATE … WHERE status = 'PENDING'``, whose
+winner alone writes the outbox row. So anyone may drive a PENDING order forward again,
+any number of times: the customer is charged once, the stock reserved once, the event
+recorded once.
+
+What a failure after step 2 leaves: a service unreachable or too slow, or PostgreSQL
+gone before the outcome is written (the payment approved, the UPDATE to CONFIRMED
+failed), is a 503, and the order stays PENDING with whatever it holds. Its outcome is
+not lost, only not written yet; two things complete it:
+
+- **a retry with the same Idempotency-Key.** The order id is derived from the client's
+  key and the user (`order_id_for`, a UUIDv5), so a retry *is* the same order, and the
+  payment service sees the same idempotency key: it can never become a second charge.
+  The retry answers what the order has become: 201/402/409 as the first answer would
+  have been, or 409 ORDER_IN_PROGRESS while it is still PENDING (the order id is known
+  before anything is stored, so no key-to-order record is needed). A key reused for a
+  different order is refused (422 IDEMPOTENCY_KEY_REUSED). Without a key every POST is
+  a new order, as before.
+- **the reconciler**, `reconcile_orders`: orders PENDING for longer than
+  ``settings.order_reconcile_after_seconds`` (far longer than a saga takes: its calls
+  are bounded by the downstream and database timeouts) are driven forward once more:
+  reserve (idempotent: 200 if still held), pay (idempotent: the payment service's
+  recorded answer, or the charge if it never got there), then confirmed or declined as
+  above. It rolls forward, never back: a recorded payment is never refunded, and a
+  PENDING order is never given up while its payment's fate is unknown. Each order is
+  locked while it is driven (``FOR UPDATE SKIP LOCKED``), so two reconcilers, or a
+  reconciler and a retry, never drive one order at once. A retry that finds its order
+  PENDING past that age reconciles it on the spot.
 """
 
 from __future__ import annotations
@@ -30,11 +61,17 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labkit.shop.data.models import Order, OrderItem, OrderStatus
@@ -117,7 +154,11 @@ class Downstream:
         return status == 200
 
     def release(self, order_id: uuid.UUID) -> None:
-        """Best effort: a failed release is logged for a reconciler, not raised."""
+        """Best effort: a failed release is logged, to be released by hand, not raised.
+
+        (The order's outcome is already written when it runs; `reconcile_orders` completes
+        PENDING orders only, and does not retry releases.)
+        """
         try:
             self._post(self.inventory, "inventory", "/release", {"orderId": str(order_id)})
         except DownstreamError as exc:
@@ -143,6 +184,15 @@ class Outcome(enum.Enum):
     CONFIRMED = "CONFIRMED"
     INVENTORY_UNAVAILABLE = "INVENTORY_UNAVAILABLE"
     PAYMENT_DECLINED = "PAYMENT_DECLINED"
+    PENDING = "PENDING"  # stored, its outcome not written yet (a retry meets it)
+
+
+_OUTCOME_OF_STATUS = {
+    OrderStatus.CONFIRMED: Outcome.CONFIRMED,
+    OrderStatus.CANCELLED: Outcome.INVENTORY_UNAVAILABLE,
+    OrderStatus.PAYMENT_DECLINED: Outcome.PAYMENT_DECLINED,
+    OrderStatus.PENDING: Outcome.PENDING,
+}
 
 
 @dataclass(frozen=True)
@@ -152,16 +202,138 @@ class PlacedOrder:
     total_amount: Decimal
 
 
+class IdempotencyKeyReused(ValueError):
+    """The client sent an Idempotency-Key it already used for a different order."""
+
+    def __init__(self, key: str, order_id: uuid.UUID) -> None:
+        super().__init__(
+            f"the Idempotency-Key {key!r} was already used for order {order_id}, with other "
+            "items or another payment method; send a new key for a new order, or the same "
+            "request again to learn how that order went"
+        )
+        self.order_id = order_id
+
+
+# Any fixed UUID: it only has to stay the same, or retries after an upgrade would not
+# find their orders.
+ORDER_ID_NAMESPACE = uuid.UUID("6f1c2a4e-8d3b-5e7f-9a0c-1b2d3e4f5a6b")
+
+
+def order_id_for(user_id: uuid.UUID, idempotency_key: str) -> uuid.UUID:
+    """The order a client's request with `idempotency_key` places: the same every retry.
+
+    Scoped by user, so two customers who happen to send the same key place two orders.
+    """
+    return uuid.uuid5(ORDER_ID_NAMESPACE, f"{user_id}/{idempotency_key}")
+
+
 def order_total(request: OrderCreate) -> Decimal:
     """The exact sum of quantity × unit price, in cents (29.99×2 + 49.99 = 109.97)."""
     total = sum((item.unitPrice * item.quantity for item in request.items), Decimal(0))
     return total.quantize(CENT)
 
 
-def _set_status(factory: sessionmaker[Session], order_id: uuid.UUID, status: OrderStatus) -> None:
-    with factory() as session, session.begin():
-        order = session.get_one(Order, order_id)
-        order.status = status.value
+@dataclass(frozen=True)
+class _Order:
+    """What driving an order forward needs, read from its row."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    status: OrderStatus
+    total: Decimal
+    method: str
+    lines: tuple[tuple[str, int, Decimal], ...]  # product, quantity, unit price
+
+    @classmethod
+    def of(cls, order: Order) -> _Order:
+        return cls(
+            order.id,
+            order.user_id,
+            OrderStatus(order.status),
+            order.total_amount,
+            order.payment_method,
+            tuple((i.product_id, i.quantity, i.unit_price) for i in order.items),
+        )
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return [{"productId": p, "quantity": q} for p, q, _ in self.lines]
+
+    def placed(self, status: OrderStatus) -> PlacedOrder:
+        return PlacedOrder(_OUTCOME_OF_STATUS[status], self.id, self.total)
+
+
+# How the saga writes an order's outcome: `write(change)` runs `change` in a transaction
+# and returns what it returns. The API commits each write at once; the reconciler runs
+# them in the transaction that holds the order's lock.
+Write = Callable[[Callable[[Session], OrderStatus]], OrderStatus]
+
+
+def _each_in_its_own_transaction(factory: sessionmaker[Session]) -> Write:
+    def write(change: Callable[[Session], OrderStatus]) -> OrderStatus:
+        with factory() as session, session.begin():
+            return change(session)
+
+    return write
+
+
+def _settle(
+    session: Session,
+    order: _Order,
+    status: OrderStatus,
+    destination: str,
+    transaction_id: str | None = None,
+) -> OrderStatus:
+    """Move `order` out of PENDING to `status`, unless someone did first; the status now
+    stored. Only the move that happens records ORDER_CREATED: one event per order."""
+    moved = session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == OrderStatus.PENDING.value)
+        .values(
+            status=status.value,
+            payment_transaction_id=transaction_id,
+            version=Order.version + 1,
+        )
+        .returning(Order.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if moved is None:
+        return OrderStatus(session.scalars(select(Order.status).where(Order.id == order.id)).one())
+    if status is OrderStatus.CONFIRMED:
+        record_event(
+            session,
+            aggregate="order",
+            aggregate_id=order.id,
+            event_type="ORDER_CREATED",
+            destination=destination,
+            payload={
+                "eventType": "ORDER_CREATED",
+                "orderId": str(order.id),
+                "userId": str(order.user_id),
+                "totalAmount": str(order.total),
+            },
+        )
+    return status
+
+
+def _drive(write: Write, downstream: Downstream, order: _Order, destination: str) -> OrderStatus:
+    """Steps 3 and 4 of the saga for a PENDING order: reserve, pay, write the outcome.
+
+    Each step is idempotent, so this may run again for the same order after any failure
+    (which propagates, leaving the order PENDING); the status stored at the end.
+    """
+    if not downstream.reserve(order.id, order.items):
+        return write(lambda s: _settle(s, order, OrderStatus.CANCELLED, destination))
+    status, transaction_id = downstream.pay(order.id, order.total, order.method)
+    if status == "DECLINED":
+        # Written first, released after: were the release first and the write then to
+        # fail, the order would stay PENDING holding nothing, and a reconciler would
+        # reserve the stock again for an order that cannot be paid.
+        stored = write(lambda s: _settle(s, order, OrderStatus.PAYMENT_DECLINED, destination))
+        if stored is OrderStatus.PAYMENT_DECLINED:
+            downstream.release(order.id)
+        return stored
+    return write(lambda s: _settle(s, order, OrderStatus.CONFIRMED, destination, transaction_id))
 
 
 def place_order(
@@ -170,61 +342,178 @@ def place_order(
     user_id: uuid.UUID,
     request: OrderCreate,
     order_events_destination: str,
+    idempotency_key: str | None = None,
+    reconcile_after_seconds: float | None = None,
 ) -> PlacedOrder:
-    """Run the saga above. DownstreamError and database errors propagate (→ 503)."""
-    items = [{"productId": i.productId, "quantity": i.quantity} for i in request.items]
-    total = order_total(request)
+    """Run the saga above; with `idempotency_key`, a retry continues or reports its order.
 
-    if not downstream.check_stock(items):
-        return PlacedOrder(Outcome.INVENTORY_UNAVAILABLE, None, total)
+    A retry that finds its order PENDING for longer than `reconcile_after_seconds`
+    reconciles it there and then (None: never; leave it to the reconciler).
+    DownstreamError and database errors propagate (→ 503), leaving a stored order PENDING.
+    """
+    lines = tuple((i.productId, i.quantity, i.unitPrice) for i in request.items)
+    order = _Order(
+        order_id_for(user_id, idempotency_key) if idempotency_key else uuid.uuid4(),
+        user_id,
+        OrderStatus.PENDING,
+        order_total(request),
+        request.paymentMethod,
+        lines,
+    )
+    if idempotency_key:
+        known = _stored(factory, order.id)
+        if known is not None:
+            return _retried(
+                factory,
+                downstream,
+                known,
+                order,
+                idempotency_key,
+                order_events_destination,
+                reconcile_after_seconds,
+            )
 
-    order_id = uuid.uuid4()
-    with factory() as session, session.begin():
-        session.add(
-            Order(
-                id=order_id,
+    if not downstream.check_stock(order.items):
+        return PlacedOrder(Outcome.INVENTORY_UNAVAILABLE, None, order.total)
+
+    stored = factory()
+    with stored, stored.begin():
+        inserted = stored.execute(
+            insert(Order)
+            .values(
+                id=order.id,
                 user_id=user_id,
                 status=OrderStatus.PENDING.value,
-                total_amount=total,
-                payment_method=request.paymentMethod,
-                items=[
-                    OrderItem(product_id=i.productId, quantity=i.quantity, unit_price=i.unitPrice)
-                    for i in request.items
-                ],
+                total_amount=order.total,
+                payment_method=order.method,
+                version=1,
             )
+            .on_conflict_do_nothing(index_elements=[Order.id])
+            .returning(Order.id)
+        ).first()
+        if inserted is not None:
+            stored.add_all(
+                OrderItem(order_id=order.id, product_id=p, quantity=q, unit_price=price)
+                for p, q, price in lines
+            )
+    if inserted is None:  # a request with the same key stored it a moment ago
+        known = _stored(factory, order.id)
+        assert known is not None, "an order that conflicted on insert exists"
+        return _retried(
+            factory,
+            downstream,
+            known,
+            order,
+            idempotency_key or "",
+            order_events_destination,
+            reconcile_after_seconds,
         )
 
-    if not downstream.reserve(order_id, items):
-        _set_status(factory, order_id, OrderStatus.CANCELLED)
-        return PlacedOrder(Outcome.INVENTORY_UNAVAILABLE, order_id, total)
+    status = _drive(
+        _each_in_its_own_transaction(factory), downstream, order, order_events_destination
+    )
+    return order.placed(status)
 
-    try:
-        status, transaction_id = downstream.pay(order_id, total, request.paymentMethod)
-    except DownstreamError:
-        downstream.release(order_id)
-        _set_status(factory, order_id, OrderStatus.PAYMENT_FAILED)
-        raise
 
-    if status == "DECLINED":
-        downstream.release(order_id)
-        _set_status(factory, order_id, OrderStatus.PAYMENT_DECLINED)
-        return PlacedOrder(Outcome.PAYMENT_DECLINED, order_id, total)
+def _stored(factory: sessionmaker[Session], order_id: uuid.UUID) -> tuple[_Order, float] | None:
+    """The stored order and how many seconds it has gone unchanged, by the database's clock."""
+    with factory() as session:
+        row = session.execute(
+            select(Order, func.extract("epoch", func.now() - Order.updated_at)).where(
+                Order.id == order_id
+            )
+        ).first()
+        return None if row is None else (_Order.of(row[0]), float(row[1]))
 
+
+def _retried(
+    factory: sessionmaker[Session],
+    downstream: Downstream,
+    known: tuple[_Order, float],
+    request: _Order,
+    key: str,
+    destination: str,
+    reconcile_after_seconds: float | None,
+) -> PlacedOrder:
+    """A retry met its order: refuse another order under its key, else say how it went."""
+    order, unchanged_for = known
+    if (order.user_id, order.method, order.lines) != (
+        request.user_id,
+        request.method,
+        request.lines,
+    ):
+        raise IdempotencyKeyReused(key, order.id)
+    status = order.status
+    if (
+        status is OrderStatus.PENDING
+        and reconcile_after_seconds is not None
+        and unchanged_for >= reconcile_after_seconds
+    ):
+        status = reconcile_order(factory, downstream, order.id, destination) or status
+    return order.placed(status)
+
+
+def reconcile_order(
+    factory: sessionmaker[Session],
+    downstream: Downstream,
+    order_id: uuid.UUID,
+    destination: str,
+) -> OrderStatus | None:
+    """Drive one PENDING order forward under its row lock; the status it ends in.
+
+    None if it is not PENDING, or another reconciler holds it (SKIP LOCKED: never
+    waited for, never driven twice at once). Failures propagate and leave it PENDING:
+    the lock's transaction rolls back, having written nothing.
+    """
     with factory() as session, session.begin():
-        order = session.get_one(Order, order_id)
-        order.status = OrderStatus.CONFIRMED.value
-        order.payment_transaction_id = transaction_id
-        record_event(
-            session,
-            aggregate="order",
-            aggregate_id=order_id,
-            event_type="ORDER_CREATED",
-            destination=order_events_destination,
-            payload={
-                "eventType": "ORDER_CREATED",
-                "orderId": str(order_id),
-                "userId": str(user_id),
-                "totalAmount": str(total),
-            },
-        )
-    return PlacedOrder(Outcome.CONFIRMED, order_id, total)
+        row = session.scalars(
+            select(Order)
+            .where(Order.id == order_id, Order.status == OrderStatus.PENDING.value)
+            .with_for_update(skip_locked=True)
+        ).one_or_none()
+        if row is None:
+            return None
+        order = _Order.of(row)
+        return _drive(lambda change: change(session), downstream, order, destination)
+
+
+def reconcile_orders(
+    factory: sessionmaker[Session],
+    downstream: Downstream,
+    settings: ShopSettings,
+    older_than: float | None = None,
+    limit: int = 100,
+) -> dict[str, int]:
+    """Complete orders PENDING for longer than `older_than` seconds (default
+    ``settings.order_reconcile_after_seconds``), oldest first, up to `limit` per call.
+
+    Returns how many ended in each status, plus ``"unresolved"`` (a service or the
+    database still failing: left PENDING, logged, tried again next call) and
+    ``"skipped"`` (settled or locked by someone else meanwhile). Safe to run in several
+    processes at once, and as often as you like: a call with nothing to do reads the
+    partial index of PENDING orders, not the table. A database that is down makes the
+    call itself raise.
+    """
+    age = settings.order_reconcile_after_seconds if older_than is None else older_than
+    with factory() as session:
+        stuck = session.scalars(
+            select(Order.id)
+            .where(
+                Order.status == OrderStatus.PENDING.value,
+                Order.updated_at <= func.now() - timedelta(seconds=age),
+            )
+            .order_by(Order.updated_at)
+            .limit(limit)
+        ).all()
+    counts: Counter[str] = Counter()
+    for order_id in stuck:
+        try:
+            status = reconcile_order(factory, downstream, order_id, settings.order_events_exchange)
+        except (DownstreamError, SQLAlchemyError) as exc:
+            log.warning("order %s still PENDING, reconciling again later: %s", order_id, exc)
+            counts["unresolved"] += 1
+            continue
+        counts["skipped" if status is None else status.value] += 1
+    if stuck:
+        log.info("reconciled %d PENDING orders: %s", len(stuck), dict(counts))
+    return dict(counts)

@@ -8,6 +8,7 @@ calls it got, and can be told to be slow or broken.
     ...     fakes.inventory.stock["SKU-1"] = 0          # out of stock
     ...     fakes.payment.decline = True                # every payment declined
     ...     fakes.payment.delay = 5.0                   # or: answer after 5 s
+    ...     fakes.payment.before_reply = lambda call, answer: db.pause()  # a fault, just then
     ...     app = create_app(settings_from_services(**fakes.settings()))
     ...     ...
     ...     fakes.payment.calls                         # what the shop sent
@@ -21,6 +22,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -44,6 +46,10 @@ class FakeService:
         self.calls: list[Call] = []
         self.delay = 0.0  # seconds to wait before answering: a slow network or server
         self.fail_status: int | None = None  # answer every request with this status
+        # Called with each call and its answer once the fake has acted on it (a payment
+        # taken, stock reserved), before the answer is sent: a fault at exactly the moment
+        # the caller's side effect is done and its reply not yet read.
+        self.before_reply: Callable[[Call, Answer], None] | None = None
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -67,6 +73,7 @@ class FakeService:
             self.calls.clear()
             self.delay = 0.0
             self.fail_status = None
+            self.before_reply = None
 
     def answer(self, path: str, body: Any, headers: dict[str, str]) -> Answer:
         raise NotImplementedError
@@ -85,9 +92,11 @@ class FakeService:
                 except ValueError:
                     body = raw.decode(errors="replace")
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                call = Call(self.path, body, headers)
                 with service.lock:
-                    service.calls.append(Call(self.path, body, headers))
+                    service.calls.append(call)
                     delay, fail = service.delay, service.fail_status
+                    before_reply = service.before_reply
                 if delay:
                     time.sleep(delay)
                 if fail is not None:
@@ -97,6 +106,8 @@ class FakeService:
                 else:
                     with service.lock:
                         status, reply = service.answer(self.path, body, headers)
+                if before_reply is not None:
+                    before_reply(call, (status, reply))
                 payload = json.dumps(reply).encode()
                 try:
                     self.send_response(status)
@@ -162,6 +173,8 @@ class FakeInventory(FakeService):
             report = [{"productId": p, "available": self._available(p) >= q} for p, q in items]
             return 200, {"allAvailable": all(r["available"] for r in report), "items": report}
         if path == "/reserve":
+            if str(body.get("orderId")) in self.reservations:
+                return 200, {"reserved": True}  # idempotent: this order holds its stock
             if not all(self._available(p) >= q for p, q in items):
                 return 409, {"error": "INSUFFICIENT_STOCK"}
             for p, q in items:
