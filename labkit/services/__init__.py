@@ -18,8 +18,8 @@ Another project's application takes the endpoints as environment variables
 
 Lessons about how services start (01) and about Testcontainers (12) also use the
 parts below the API: `start` (a private, uncached instance on a chosen backend), the
-Docker client and loopback publishing, owners and the sweep, random secrets, free
-ports, and the local backend's binaries and server user.
+Docker client and loopback publishing, owners, their reapers and the sweep, random
+secrets, free ports, and the local backend's binaries and server user.
 
 Inside: one module per service (``_postgres``, ``_redis``, ``_rabbitmq``, ``_aws``),
 one per backend (``_docker``, ``_local``, ``_external``), and ``_registry`` listing
@@ -61,6 +61,7 @@ from labkit.services._ownership import (
     sweep_local,
 )
 from labkit.services._postgres import postgres_bindir
+from labkit.services._reaper import reaper_of
 from labkit.services._registry import Backend
 from labkit.services._runtime import (
     backend_for,
@@ -124,6 +125,7 @@ __all__ = [
     "publish_on_loopback",
     "random_secret",
     "read_up_state",
+    "reaper_of",
     "redact",
     "running",
     "specs",

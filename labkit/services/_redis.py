@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from labkit.services._base import (
     LOOPBACK,
     Binary,
@@ -13,7 +15,7 @@ from labkit.services._base import (
     random_secret,
 )
 from labkit.services._docker import ContainerHandle, quiet_testcontainers, run_container
-from labkit.services._local import LocalHandle, find_binary, launch, make_workdir
+from labkit.services._local import LocalHandle, find_binary, launch, new_instance
 
 DATABASE = "0"
 
@@ -41,7 +43,8 @@ def start_local(owner: Owner) -> LocalHandle:
             "local redis needs redis-server: apt-get install redis-server / conda install redis"
         )
     password = random_secret()
-    workdir = make_workdir("redis")
+    record = new_instance("redis", owner)
+    workdir = Path(record.workdir)
     port = free_port()
     url = f"redis://:{password}@{LOOPBACK}:{port}/{DATABASE}"
 
@@ -60,7 +63,7 @@ def start_local(owner: Owner) -> LocalHandle:
         "--dir", str(workdir),
         "--logfile", str(workdir / "redis.log"),
     ]
-    executor, record, seconds = launch("redis", owner, workdir, command, port, url, probe, 30)
+    executor, record, seconds = launch(record, command, port, url, probe, 30)
     endpoint = Endpoint(
         service="redis", backend="local", url=url, host=LOOPBACK, port=port,
         password=password, ready_seconds=seconds, origin=binary, database=DATABASE,
