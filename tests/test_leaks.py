@@ -75,10 +75,12 @@ class Remains:
     posix_shm: set[str] = field(default_factory=set)
     sysv_shm: set[int] = field(default_factory=set)
 
-    def add_processes(self, procs: list[psutil.Process]) -> None:
+    def add_processes(self, procs: list[psutil.Process],
+                      mapped: tuple[set[str], set[int]] | None = None) -> None:
+        """Add `procs` and the shared memory they map (`mapped`, if already read)."""
         for proc in procs:
             self.processes.setdefault(proc.pid, proc)
-        posix, keys = _mapped_shared_memory(procs)
+        posix, keys = mapped or _mapped_shared_memory(procs)
         self.posix_shm |= posix
         pids = {proc.pid for proc in procs}
         self.sysv_shm |= {seg["shmid"] for seg in _sysv_segments()
@@ -164,7 +166,11 @@ def cleanup(owner: subprocess.Popen[str]) -> None:
 def test_an_ended_owner_leaves_nothing(signum: int, names: tuple[str, ...]) -> None:
     """SIGTERM (`timeout`, a cancelled CI job, Jupyter's shutdown of a busy kernel) and
     SIGKILL (the OOM killer, a kernel that would not die) of an owner that runs local
-    servers: 0 processes, data dirs, records and shared-memory segments left."""
+    servers: 0 processes, data dirs, records and shared-memory segments left.
+
+    The owner starts its services from threads, as a notebook's setup(start=…) does:
+    Python lets only the main thread set a SIGTERM handler, so the reaper does it all.
+    """
     owner = start_owner(OWNER, *local_servers(*names))
     try:
         wait_started(owner)
@@ -223,8 +229,9 @@ def _wait_for_bootstrap_backend(owner: subprocess.Popen[str], seen: Remains) -> 
             try:
                 backends = [child for child in proc.children(recursive=True)
                             if child.name() == "postgres"]
-                if proc.name() == "initdb" and any(_mapped_shared_memory(backends)):
-                    seen.add_processes(backends)
+                mapped = _mapped_shared_memory(backends)
+                if proc.name() == "initdb" and any(mapped):
+                    seen.add_processes(backends, mapped)
                     command = proc.cmdline()
                     return command[command.index("--pgdata") + 1]
             except psutil.NoSuchProcess:

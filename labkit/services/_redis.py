@@ -15,7 +15,7 @@ from labkit.services._base import (
     random_secret,
 )
 from labkit.services._docker import ContainerHandle, quiet_testcontainers, run_container
-from labkit.services._local import LocalHandle, find_binary, launch, new_instance
+from labkit.services._local import LocalHandle, chown_tree, find_binary, launch, new_instance
 
 DATABASE = "0"
 
@@ -53,11 +53,16 @@ def start_local(owner: Owner) -> LocalHandle:
 
         redis.Redis(host=LOOPBACK, port=port, password=password, socket_timeout=2).ping()
 
+    # The password goes in a file in the private workdir: on the command line, every
+    # user of a shared machine could read it in `ps` until Redis rewrites its title.
+    config = workdir / "redis.conf"
+    config.write_text(f"requirepass {password}\n")
+    chown_tree(workdir)
     command = [
         binary,
+        str(config),
         "--port", str(port),
         "--bind", LOOPBACK,
-        "--requirepass", password,
         "--save", "",
         "--appendonly", "no",
         "--dir", str(workdir),
