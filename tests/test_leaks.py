@@ -54,6 +54,18 @@ with services.paused("postgres") as endpoint:
     sys.stdin.read()  # lesson 03b's outage demo, when the kernel is killed
 """
 
+FORKING_OWNER = """
+import os, sys, time
+from labkit import services
+services.get("redis")
+worker = os.fork()  # as multiprocessing's fork start method does
+if worker == 0:
+    time.sleep(600)  # a worker that outlives its parent, every fd of the parent copied
+    os._exit(0)
+print(worker, flush=True)
+sys.stdin.read()
+"""
+
 LOCAL = ("postgres", "redis", "rabbitmq")
 
 
@@ -238,6 +250,29 @@ def _wait_for_bootstrap_backend(owner: subprocess.Popen[str], seen: Remains) -> 
                 continue
         time.sleep(0.01)
     pytest.fail("initdb never ran a backend: the owner started PostgreSQL without initdb?")
+
+
+@pytest.mark.slow
+def test_a_forked_worker_does_not_keep_a_dead_owners_servers_alive() -> None:
+    """A process forked by the owner (a multiprocessing worker) copies every fd of the
+    owner's: if it kept the reaper's pipe open, the owner's death would go unseen."""
+    local_servers("redis")
+    owner = start_owner(FORKING_OWNER)
+    worker = None
+    try:
+        line = owner.stdout.readline() if owner.stdout else ""
+        assert line.strip().isdigit(), f"the owner did not start redis (exit {owner.poll()})"
+        worker = psutil.Process(int(line))
+        remains = remains_of(owner)
+        remains.processes.pop(worker.pid)  # the worker is the application's, not labkit's
+        end(owner, signal.SIGKILL)
+        what = f"SIGKILL of an owner whose forked worker lives on ({remains.summary()})"
+        wait_for_nothing_left(remains.left, what)
+        assert _alive(worker), "the worker should still run: it is not labkit's to kill"
+    finally:
+        if worker is not None:
+            worker.kill()
+        cleanup(owner)
 
 
 REDIS_IMAGE = services.specs()["redis"].image
