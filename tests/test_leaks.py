@@ -305,18 +305,20 @@ def test_an_ended_owner_leaves_no_container(signum: int) -> None:
         services.sweep_containers(client)
 
 
-def test_local_servers_are_private_to_their_user(redis: services.Endpoint) -> None:
+def test_local_servers_are_private_to_their_user() -> None:
     """A local server's working dir is 0700 and owned by the user it runs as, its state
     record 0600: on a shared machine, no other user reads its data or passwords."""
-    if redis.backend != "local":
-        pytest.skip("this test is about local servers (LABKIT_BACKEND=local)")
-    [record] = [r for r in services.local_records()
-                if r.owner_pid == os.getpid() and r.url == redis.url]
-    workdir = os.stat(record.workdir)
-    server = psutil.Process(record.group)
-    assert oct(workdir.st_mode & 0o777) == oct(0o700)
-    assert workdir.st_uid == server.uids().real, "the dir should belong to the server's user"
-    assert oct(record.path.stat().st_mode & 0o777) == oct(0o600)
+    local_servers("redis")
+    server = services.start("redis", "local")
+    try:
+        [record] = [r for r in services.local_records() if r.url == server.endpoint.url]
+        workdir = os.stat(record.workdir)
+        assert oct(workdir.st_mode & 0o777) == oct(0o700)
+        assert workdir.st_uid == psutil.Process(record.group).uids().real, (
+            "the dir should belong to the user the server runs as")
+        assert oct(record.path.stat().st_mode & 0o777) == oct(0o600)
+    finally:
+        server.stop()
 
 
 def _mapped_shared_memory(procs: list[psutil.Process]) -> tuple[set[str], set[int]]:
