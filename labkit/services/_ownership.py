@@ -3,8 +3,10 @@
 Testcontainers' Ryuk reaper removes containers when their test process dies, but it
 cannot run everywhere (no registry to pull it from, rootless engines). labkit marks
 everything it starts with its owner's pid and start time instead: a container by
-labels, a local server by an environment variable and a state file. A start, or
-`labkit down`, removes whatever belongs to an owner that is no longer alive.
+labels, a local server by an environment variable and a state file. Each owner's own
+reaper (`_reaper`) removes what it left the moment it dies; a start, or `labkit down`,
+removes whatever belongs to an owner that is no longer alive, should a reaper have died
+with its owner.
 """
 
 from __future__ import annotations
