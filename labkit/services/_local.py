@@ -38,11 +38,24 @@ class ReadyTCPExecutor(TCPExecutor):
     starting up" and RabbitMQ closes connections until its boot steps are done.
     """
 
-    def __init__(self, *args: Any, probe: Callable[[], object], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        probe: Callable[[], object],
+        on_spawn: Callable[[int], object] = lambda pid: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._probe = probe
+        self._on_spawn = on_spawn
+        self._spawned = False
 
     def after_start_check(self) -> bool:
+        if not self._spawned and self.process is not None:
+            # Before the wait for readiness, not after: the process must be findable if
+            # the owner dies while the server boots (Redis clobbers its environment).
+            self._spawned = True
+            self._on_spawn(self.process.pid)
         if not super().after_start_check():
             return False
         try:
@@ -189,9 +202,7 @@ def run_recorded(record: LocalRecord, command: list[str]) -> subprocess.Complete
             env={**os.environ, INSTANCE_ENV: record.instance},
             start_new_session=True,
         )
-        record.group = process.pid
-        record.group_started = psutil.Process(process.pid).create_time()
-        record.save()
+        _record_group(record, process.pid)
         out, err = process.communicate()
     except BaseException:
         kill_instance(record)
@@ -225,6 +236,7 @@ def launch(
         timeout=timeout,
         sleep=0.05,
         probe=probe,
+        on_spawn=lambda pid: _record_group(record, pid),
         cwd=str(workdir),
         envvars={INSTANCE_ENV: record.instance, **(envvars or {})},
         stdout=subprocess.DEVNULL,
@@ -245,11 +257,18 @@ def launch(
     except BaseException:
         kill_instance(record)
         raise
-    # mirakuru starts the server in a new session: its pid is the process group to sweep.
-    record.group = _pid(executor)
-    record.group_started = psutil.Process(record.group).create_time()
-    record.save()
     return executor, record, time.perf_counter() - began
+
+
+def _record_group(record: LocalRecord, pid: int) -> None:
+    """Record `pid`, the leader of a new session (mirakuru starts every server in one,
+    run_recorded initdb), as the instance's process group to kill."""
+    try:
+        record.group_started = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return  # exited already: the caller reports how
+    record.group = pid
+    record.save()
 
 
 def _tail_logs(workdir: Path, lines: int = 15) -> str:
