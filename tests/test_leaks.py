@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from labkit import services
+from labkit.waiting import wait_until
 
 REAP_WITHIN_S = 10  # the promise: a dead owner's services are gone within this
 MARGIN_S = 20  # for a loaded 2-core machine (the reaper boots an interpreter, then kills)
@@ -33,6 +34,7 @@ SYSV_SHM = Path("/proc/sysvipc/shm")
 OWNER = """
 import sys, threading
 from labkit import services
+from labkit.waiting import wait_until
 names = sys.argv[1:]
 threads = [threading.Thread(target=services.get, args=(name,)) for name in names]
 for thread in threads:
@@ -48,6 +50,7 @@ sys.stdin.read()  # busy as a kernel in a cell: the end comes while it waits
 PAUSED_OWNER = """
 import sys
 from labkit import services
+from labkit.waiting import wait_until
 services.get("redis")
 with services.paused("postgres") as endpoint:
     print(endpoint.port, flush=True)
@@ -57,6 +60,7 @@ with services.paused("postgres") as endpoint:
 FORKING_OWNER = """
 import os, sys, time
 from labkit import services
+from labkit.waiting import wait_until
 services.get("redis")
 worker = os.fork()  # as multiprocessing's fork start method does
 if worker == 0:
@@ -64,6 +68,11 @@ if worker == 0:
     os._exit(0)
 print(worker, flush=True)
 sys.stdin.read()
+"""
+
+STARTUP_DEMO_OWNER = """
+from labkit.startup import watch_postgres_startup
+watch_postgres_startup()  # lesson 01: a second PostgreSQL, started, crashed, restarted
 """
 
 LOCAL = ("postgres", "redis", "rabbitmq")
@@ -273,6 +282,37 @@ def test_a_forked_worker_does_not_keep_a_dead_owners_servers_alive() -> None:
         if worker is not None:
             worker.kill()
         cleanup(owner)
+
+
+@pytest.mark.slow
+def test_a_kernel_killed_during_lesson_01s_startup_demo_leaves_nothing() -> None:
+    """Lesson 01 starts a PostgreSQL of its own to watch it start: it dies with the
+    kernel too, though no service cache knows it."""
+    local_servers("postgres")
+    owner = start_owner(STARTUP_DEMO_OWNER)
+    try:
+        server = wait_until(lambda: _demo_server(owner), timeout=START_TIMEOUT_S,
+                            message="lesson 01's PostgreSQL running")
+        remains = remains_of(owner)
+        command = server.cmdline()
+        remains.dirs.add(str(Path(command[command.index("-D") + 1]).parent))
+        end(owner, signal.SIGKILL)
+        what = f"SIGKILL during lesson 01's startup demo ({remains.summary()})"
+        wait_for_nothing_left(remains.left, what)
+    finally:
+        cleanup(owner)
+
+
+def _demo_server(owner: subprocess.Popen[str]) -> psutil.Process | None:
+    assert owner.poll() is None, f"the owner exited ({owner.returncode}) before its server ran"
+    for proc in psutil.Process(owner.pid).children(recursive=True):
+        try:
+            command = proc.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if proc.name() == "postgres" and "-p" in command:  # a server, not initdb's backend
+            return proc
+    return None
 
 
 REDIS_IMAGE = services.specs()["redis"].image

@@ -52,16 +52,24 @@ from labkit.services._docker import (
     publish_on_loopback,
     why_no_containers,
 )
-from labkit.services._local import chown_tree, make_workdir, privilege_prefix
+from labkit.services._local import (
+    chown_tree,
+    make_workdir,
+    new_instance,
+    privilege_prefix,
+    run_recorded,
+)
 from labkit.services._ownership import (
+    INSTANCE_ENV,
     LocalRecord,
+    kill_instance,
     local_records,
     processes_of,
     sweep_containers,
     sweep_local,
 )
 from labkit.services._postgres import postgres_bindir
-from labkit.services._reaper import reaper_of
+from labkit.services._reaper import reaper_of, watch_containers
 from labkit.services._registry import Backend
 from labkit.services._runtime import (
     backend_for,
@@ -88,6 +96,7 @@ from labkit.services._state import (
 )
 
 __all__ = [
+    "INSTANCE_ENV",
     "LOOPBACK",
     "STATE_ENV",
     "Backend",
@@ -114,8 +123,10 @@ __all__ = [
     "given",
     "handle",
     "image_present",
+    "kill_instance",
     "local_records",
     "make_workdir",
+    "new_instance",
     "owner_alive",
     "paused",
     "postgres_bindir",
@@ -127,6 +138,7 @@ __all__ = [
     "read_up_state",
     "reaper_of",
     "redact",
+    "run_recorded",
     "running",
     "specs",
     "start",
@@ -136,6 +148,7 @@ __all__ = [
     "sweep_containers",
     "sweep_local",
     "up_file",
+    "watch_containers",
     "why_no_containers",
     "write_up_state",
 ]
