@@ -41,6 +41,7 @@ from labkit.services._ownership import LocalRecord, kill_instance, sweep_contain
 MODULE = "labkit.services._reaper"
 CONTAINERS = "containers"
 OWNER_POLL_S = 0.2
+WITHOUT_REAPER = "if this process is killed, the next start or `labkit down` removes what it left"
 
 _lock = threading.Lock()
 _write_end: int | None = None
@@ -72,18 +73,27 @@ def reaper_of(pid: int) -> psutil.Process | None:
 
 
 def _tell(message: dict[str, object]) -> None:
+    """Send `message` to this process's reaper, starting (or replacing) it if needed.
+
+    Never fails a start: without a reaper, the next start or `labkit down` sweeps.
+    """
     global _write_end
     line = (json.dumps(message) + "\n").encode()
     with _lock:
         _told.append(line)
-        if _write_end is not None:
-            try:
-                os.write(_write_end, line)
-                return
-            except BrokenPipeError:  # the reaper died (killed): a new one hears it all
-                os.close(_write_end)
-        _write_end = _start_reaper()
-        os.write(_write_end, b"".join(_told))
+        try:
+            if _write_end is not None:
+                try:
+                    os.write(_write_end, line)
+                    return
+                except BrokenPipeError:  # the reaper died (killed): a new one hears it all
+                    os.close(_write_end)
+                    _write_end = None
+            _write_end = _start_reaper()
+            os.write(_write_end, b"".join(_told))
+        except OSError as exc:
+            print(f"labkit: no reaper for this process ({exc}); {WITHOUT_REAPER}",
+                  file=sys.stderr)
 
 
 def _start_reaper() -> int:
@@ -102,6 +112,9 @@ def _start_reaper() -> int:
             env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
             start_new_session=True,
         )
+    except OSError:
+        os.close(write_end)
+        raise
     finally:
         os.close(read_end)
     # The launcher forks the reaper and exits; waiting for it (in the background: a
@@ -117,8 +130,7 @@ def _report_failure(launcher: subprocess.Popen[bytes]) -> None:
         lines = err.decode(errors="replace").strip().splitlines()[-3:]
         print(
             f"labkit: the reaper did not start (exit {launcher.returncode}): {' '.join(lines)}\n"
-            "labkit: if this process is killed, the next start or `labkit down` removes "
-            "what it left.",
+            f"labkit: {WITHOUT_REAPER}",
             file=sys.stderr,
         )
 
