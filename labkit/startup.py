@@ -16,7 +16,6 @@ that skips where no Docker engine answers).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -115,20 +114,23 @@ def watch_postgres_startup() -> list[dict[str, Any]]:
 def _watch_local_postgres() -> list[dict[str, Any]]:
     bindir = services.postgres_bindir()
     assert bindir is not None
-    workdir, password = services.make_workdir("postgres-startup"), services.random_secret()
-    (workdir / "pwfile").write_text(password + "\n")
-    services.chown_tree(workdir)
-    subprocess.run(services.privilege_prefix() + [
-        str(bindir / "initdb"), "-D", str(workdir / "data"), "-U", "demo",
-        "--pwfile", str(workdir / "pwfile"), "--auth", "scram-sha-256", "--no-sync",
-    ], check=True, capture_output=True)
-    port = services.free_port()
-    address: dict[str, Any] = {"host": services.LOOPBACK, "port": port, "user": "demo",
-                               "password": password, "dbname": "postgres"}
+    # Recorded like any local server: if the kernel dies meanwhile, its reaper (or the
+    # next sweep) removes this one too.
+    record = services.new_instance("postgres-startup", services.current_owner())
     rows: list[dict[str, Any]] = []
     server = None
     try:
-        server, began = _start_postgres(bindir, workdir, port)
+        workdir, password = Path(record.workdir), services.random_secret()
+        (workdir / "pwfile").write_text(password + "\n")
+        services.chown_tree(workdir)
+        services.run_recorded(record, [
+            str(bindir / "initdb"), "-D", str(workdir / "data"), "-U", "demo",
+            "--pwfile", str(workdir / "pwfile"), "--auth", "scram-sha-256", "--no-sync",
+        ]).check_returncode()
+        port = services.free_port()
+        address: dict[str, Any] = {"host": services.LOOPBACK, "port": port, "user": "demo",
+                                   "password": password, "dbname": "postgres"}
+        server, began = _start_postgres(bindir, record, port)
         rows.append({"start": "fresh", **watch_startup(address, began)})
         import psycopg
 
@@ -137,27 +139,32 @@ def _watch_local_postgres() -> list[dict[str, Any]]:
                                "FROM generate_series(1, 300000) AS g")
         server.send_signal(signal.SIGQUIT)
         server.wait(timeout=30)
-        server, began = _start_postgres(bindir, workdir, port)
+        server, began = _start_postgres(bindir, record, port)
         rows.append({"start": "after a crash", **watch_startup(address, began)})
     finally:
         if server is not None:
             server.send_signal(signal.SIGINT)  # fast shutdown
             server.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
+        services.kill_instance(record)  # its files, and anything a failure left running
     return rows
 
 
-def _start_postgres(bindir: Path, workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
+def _start_postgres(
+    bindir: Path, record: services.LocalRecord, port: int
+) -> tuple[subprocess.Popen[bytes], float]:
+    workdir = Path(record.workdir)
     command = [str(bindir / "postgres"), "-D", str(workdir / "data"), "-p", str(port),
                "-k", str(workdir), "-c", f"listen_addresses={services.LOOPBACK}", "-c", "fsync=off"]
     began = time.perf_counter()
     server = subprocess.Popen(services.privilege_prefix() + command, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+                              stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, services.INSTANCE_ENV: record.instance})
     return server, began
 
 
 def _watch_postgres_container(image: str) -> list[dict[str, Any]]:
     password = services.random_secret()
+    services.watch_containers()  # removed by this process's reaper if it dies meanwhile
     began = time.perf_counter()
     container = services.docker_client().containers.run(
         image, detach=True,

@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from labkit import services
 from labkit.services import local_records, redact, sweep_local
+from labkit.waiting import wait_until
 
 BACKEND = os.environ.get("LABKIT_BACKEND", "auto")
 
@@ -189,7 +190,8 @@ sys.stdin.read()
 @pytest.mark.slow
 @pytest.mark.parametrize("service", ["postgres", "redis", "rabbitmq"])
 def test_a_killed_owner_leaks_nothing(service):
-    """SIGKILL a process (as a crashed kernel) and check the next start sweeps its server."""
+    """SIGKILL a process and its reaper (the OOM killer, `kill -9 -1`) and check the next
+    start sweeps its server. tests/test_leaks.py covers the reaper itself."""
     if services.backend_for(service)[0] == "external":
         pytest.skip("nothing is started on the external backend, so nothing can leak")
     child = subprocess.Popen(
@@ -197,6 +199,7 @@ def test_a_killed_owner_leaks_nothing(service):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     port = int(child.stdout.readline())
+    _kill_reaper_of(child.pid)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert _port_open(port), "the server should outlive its killed owner until swept"
@@ -317,6 +320,7 @@ def test_an_owner_killed_during_an_outage_leaks_nothing():
         server = _tree(record.group)
         assert len(server) > 1, "the postmaster should have children (checkpointer, …)"
         assert _wait_stopped(server), "the server's processes should be paused (SIGSTOP)"
+        _kill_reaper_of(child.pid)  # the sweep is on test here, not the reaper
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
 
@@ -330,6 +334,14 @@ def test_an_owner_killed_during_an_outage_leaks_nothing():
             child.kill()
             child.wait()
         sweep_local()
+
+
+def _kill_reaper_of(pid: int) -> None:
+    """Kill the reaper watching `pid`: what `pid` leaves is then for the sweep alone."""
+    reaper = wait_until(lambda: services.reaper_of(pid), timeout=60,
+                        message=f"a reaper watching {pid}")
+    reaper.kill()
+    wait_until(lambda: not _alive(reaper), timeout=10, message=f"reaper {reaper.pid} dead")
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -18,8 +18,8 @@ Another project's application takes the endpoints as environment variables
 
 Lessons about how services start (01) and about Testcontainers (12) also use the
 parts below the API: `start` (a private, uncached instance on a chosen backend), the
-Docker client and loopback publishing, owners and the sweep, random secrets, free
-ports, and the local backend's binaries and server user.
+Docker client and loopback publishing, owners, their reapers and the sweep, random
+secrets, free ports, and the local backend's binaries and server user.
 
 Inside: one module per service (``_postgres``, ``_redis``, ``_rabbitmq``, ``_aws``),
 one per backend (``_docker``, ``_local``, ``_external``), and ``_registry`` listing
@@ -52,15 +52,24 @@ from labkit.services._docker import (
     publish_on_loopback,
     why_no_containers,
 )
-from labkit.services._local import chown_tree, make_workdir, privilege_prefix
+from labkit.services._local import (
+    chown_tree,
+    make_workdir,
+    new_instance,
+    privilege_prefix,
+    run_recorded,
+)
 from labkit.services._ownership import (
+    INSTANCE_ENV,
     LocalRecord,
+    kill_instance,
     local_records,
     processes_of,
     sweep_containers,
     sweep_local,
 )
 from labkit.services._postgres import postgres_bindir
+from labkit.services._reaper import reaper_of, watch_containers
 from labkit.services._registry import Backend
 from labkit.services._runtime import (
     backend_for,
@@ -87,6 +96,7 @@ from labkit.services._state import (
 )
 
 __all__ = [
+    "INSTANCE_ENV",
     "LOOPBACK",
     "STATE_ENV",
     "Backend",
@@ -113,8 +123,10 @@ __all__ = [
     "given",
     "handle",
     "image_present",
+    "kill_instance",
     "local_records",
     "make_workdir",
+    "new_instance",
     "owner_alive",
     "paused",
     "postgres_bindir",
@@ -124,7 +136,9 @@ __all__ = [
     "publish_on_loopback",
     "random_secret",
     "read_up_state",
+    "reaper_of",
     "redact",
+    "run_recorded",
     "running",
     "specs",
     "start",
@@ -134,6 +148,7 @@ __all__ = [
     "sweep_containers",
     "sweep_local",
     "up_file",
+    "watch_containers",
     "why_no_containers",
     "write_up_state",
 ]

@@ -44,7 +44,7 @@ from labkit.services._docker import (
     quiet_testcontainers,
     start_container,
 )
-from labkit.services._local import LocalHandle, find_binary, launch, make_workdir
+from labkit.services._local import LocalHandle, find_binary, launch, new_instance
 from labkit.waiting import wait_until
 
 DEFAULT_IMAGE = "motoserver/moto:5.0.28"
@@ -90,19 +90,17 @@ def start_local(owner: Owner) -> LocalHandle:
             "local aws needs moto's server: pip install 'moto[server]' (it provides "
             "moto_server), or set LABKIT_AWS_URL=http://… to an emulator you run"
         )
-    workdir = make_workdir("aws")
+    record = new_instance("aws", owner)
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     executor, record, seconds = launch(
-        "aws",
-        owner,
-        workdir,
+        record,
         [binary, "-H", LOOPBACK, "-p", str(port)],
         port,
         url,
         lambda: _probe(url),
         timeout=60,
-        envvars={"HOME": str(workdir)},
+        envvars={"HOME": record.workdir},
     )
     endpoint = Endpoint(
         service="aws",

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from labkit.services._base import LOOPBACK, Endpoint, Handle, Owner, ServiceError, ServiceSpec
 from labkit.services._ownership import sweep_containers
+from labkit.services._reaper import watch_containers
 
 
 @contextmanager
@@ -167,7 +168,9 @@ def publish_on_loopback(container: DockerContainer, port: int) -> DockerContaine
 
 
 def prepare_container(container: DockerContainer, port: int, owner: Owner, service: str) -> None:
-    """Label the container with its owner; publish `port` on loopback for a local engine."""
+    """Label the container with its owner, whose reaper removes it if the owner dies
+    first; publish `port` on loopback for a local engine."""
+    watch_containers()
     container.with_kwargs(labels={**owner.labels, "labkit.service": service})
     publish_on_loopback(container, port)
 

@@ -28,6 +28,7 @@ from mirakuru.exceptions import ProcessExitedWithError, TimeoutExpired
 
 from labkit.services._base import LOOPBACK, Endpoint, Handle, Owner, ServiceError, ServiceSpec
 from labkit.services._ownership import INSTANCE_ENV, LocalRecord, kill_instance, sweep_local
+from labkit.services._reaper import watch_record
 
 
 class ReadyTCPExecutor(TCPExecutor):
@@ -37,11 +38,24 @@ class ReadyTCPExecutor(TCPExecutor):
     starting up" and RabbitMQ closes connections until its boot steps are done.
     """
 
-    def __init__(self, *args: Any, probe: Callable[[], object], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        probe: Callable[[], object],
+        on_spawn: Callable[[int], object] = lambda pid: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._probe = probe
+        self._on_spawn = on_spawn
+        self._spawned = False
 
     def after_start_check(self) -> bool:
+        if not self._spawned and self.process is not None:
+            # Before the wait for readiness, not after: the process must be findable if
+            # the owner dies while the server boots (Redis clobbers its environment).
+            self._spawned = True
+            self._on_spawn(self.process.pid)
         if not super().after_start_check():
             return False
         try:
@@ -148,10 +162,58 @@ def _version_key(path: str) -> list[int]:
     return [int(part) for part in Path(path).parts if part.isdigit()]
 
 
+def new_instance(service: str, owner: Owner) -> LocalRecord:
+    """A private working directory for a new local server, recorded before anything runs.
+
+    The record is saved, and this process's reaper told, before the first byte of the
+    server is written (initdb's data dir, RabbitMQ's config): whenever the owner dies
+    from here on, its reaper (or else the next sweep) finds the directory and every
+    process marked with the instance, and removes them.
+    """
+    workdir = make_workdir(service)
+    record = LocalRecord(
+        service=service,
+        instance=owner.instance,
+        owner_pid=owner.pid,
+        owner_started=owner.started,
+        workdir=str(workdir),
+        url="",
+    )
+    record.save()
+    watch_record(record)
+    return record
+
+
+def run_recorded(record: LocalRecord, command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a preparatory command (initdb) as part of `record`'s instance.
+
+    It runs in its own session, recorded as the instance's process group and marked with
+    its LABKIT_INSTANCE, so a reaper or sweep finds it and its children if the owner
+    dies meanwhile; an error or an interrupt in the owner kills the whole instance.
+    """
+    process = None
+    try:
+        process = subprocess.Popen(
+            privilege_prefix() + command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=record.workdir,
+            env={**os.environ, INSTANCE_ENV: record.instance},
+            start_new_session=True,
+        )
+        _record_group(record, process.pid)
+        out, err = process.communicate()
+    except BaseException:
+        kill_instance(record)
+        if process is not None:
+            process.wait()  # killed with the instance: only collected here
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def launch(
-    service: str,
-    owner: Owner,
-    workdir: Path,
+    record: LocalRecord,
     command: list[str],
     port: int,
     url: str,
@@ -160,15 +222,13 @@ def launch(
     envvars: dict[str, str] | None = None,
     sig_stop: int = signal.SIGTERM,
 ) -> tuple[TCPExecutor, LocalRecord, float]:
-    record = LocalRecord(
-        service=service,
-        instance=owner.instance,
-        owner_pid=owner.pid,
-        owner_started=owner.started,
-        workdir=str(workdir),
-        url=url,
-    )
+    """Start the server of `record` (from `new_instance`) and wait until `probe` passes.
+
+    If it fails, or the owner is interrupted meanwhile, the instance is removed.
+    """
+    record.url = url
     record.save()
+    workdir = Path(record.workdir)
     executor = ReadyTCPExecutor(
         privilege_prefix() + command,
         host=LOOPBACK,
@@ -176,8 +236,9 @@ def launch(
         timeout=timeout,
         sleep=0.05,
         probe=probe,
+        on_spawn=lambda pid: _record_group(record, pid),
         cwd=str(workdir),
-        envvars={INSTANCE_ENV: owner.instance, **(envvars or {})},
+        envvars={INSTANCE_ENV: record.instance, **(envvars or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stop_signal=sig_stop,
@@ -189,14 +250,25 @@ def launch(
         logs = _tail_logs(workdir)
         kill_instance(record)
         raise ServiceError(
-            f"local {service} did not become ready within {timeout}s ({exc.__class__.__name__}).\n"
+            f"local {record.service} did not become ready within {timeout}s "
+            f"({exc.__class__.__name__}).\n"
             f"{logs}\nCheck the binary works (`{command[0]} --version`), or use another backend."
         ) from None
-    # mirakuru starts the server in a new session: its pid is the process group to sweep.
-    record.group = _pid(executor)
-    record.group_started = psutil.Process(record.group).create_time()
-    record.save()
+    except BaseException:
+        kill_instance(record)
+        raise
     return executor, record, time.perf_counter() - began
+
+
+def _record_group(record: LocalRecord, pid: int) -> None:
+    """Record `pid`, the leader of a new session (mirakuru starts every server in one,
+    run_recorded initdb), as the instance's process group to kill."""
+    try:
+        record.group_started = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return  # exited already: the caller reports how
+    record.group = pid
+    record.save()
 
 
 def _tail_logs(workdir: Path, lines: int = 15) -> str:

@@ -6,9 +6,7 @@ Clients get a SQLAlchemy URL (``postgresql+psycopg://…``) in `Endpoint.url`; a
 
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 from labkit.services._base import (
@@ -28,9 +26,10 @@ from labkit.services._local import (
     chown_tree,
     find_binary,
     launch,
-    make_workdir,
-    privilege_prefix,
+    new_instance,
+    run_recorded,
 )
+from labkit.services._ownership import kill_instance
 
 DATABASE = "labkit"
 # Tests need no durability: turning it off makes commits ~10x cheaper.
@@ -64,12 +63,13 @@ def start_local(owner: Owner) -> LocalHandle:
             "(apt-get install postgresql / conda install postgresql), or set LABKIT_PG_BINDIR"
         )
     username, password = random_username("labkit"), random_secret()
-    workdir = make_workdir("postgres")
+    record = new_instance("postgres", owner)  # before initdb: a kill during it leaves nothing
+    workdir = Path(record.workdir)
     (workdir / "pwfile").write_text(password + "\n")
     chown_tree(workdir)
-    initdb = subprocess.run(
-        privilege_prefix()
-        + [
+    initdb = run_recorded(
+        record,
+        [
             str(bindir / "initdb"),
             "--pgdata", str(workdir / "data"),
             "--username", username,
@@ -79,13 +79,9 @@ def start_local(owner: Owner) -> LocalHandle:
             "--locale", "C.UTF-8",
             "--no-sync",
         ],
-        capture_output=True,
-        text=True,
-        cwd=workdir,
-        check=False,  # the exit code is reported below with initdb's own words
     )
     if initdb.returncode != 0:
-        shutil.rmtree(workdir, ignore_errors=True)
+        kill_instance(record)
         raise ServiceError(f"initdb failed (exit {initdb.returncode}):\n{initdb.stderr.strip()}")
     port = free_port()
     url = f"postgresql+psycopg://{username}:{password}@{LOOPBACK}:{port}/{DATABASE}"
@@ -114,7 +110,7 @@ def start_local(owner: Owner) -> LocalHandle:
     ]
     # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave.
     executor, record, seconds = launch(
-        "postgres", owner, workdir, command, port, url, probe, timeout=60, sig_stop=signal.SIGINT
+        record, command, port, url, probe, timeout=60, sig_stop=signal.SIGINT
     )
     endpoint = Endpoint(
         service="postgres", backend="local", url=url, host=LOOPBACK, port=port,

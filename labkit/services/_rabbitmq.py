@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from labkit.services._base import (
     LOOPBACK,
     Binary,
@@ -14,7 +16,7 @@ from labkit.services._base import (
     random_username,
 )
 from labkit.services._docker import ContainerHandle, quiet_testcontainers, run_container
-from labkit.services._local import LocalHandle, chown_tree, find_binary, launch, make_workdir
+from labkit.services._local import LocalHandle, chown_tree, find_binary, launch, new_instance
 
 
 def rabbitmq_server() -> str | None:
@@ -66,7 +68,8 @@ def start_local(owner: Owner) -> LocalHandle:
             "(conda-forge has no RabbitMQ: use Docker or LABKIT_RABBITMQ_URL there)"
         )
     username, password = random_username("labkit"), random_secret()
-    workdir = make_workdir("rabbitmq")
+    record = new_instance("rabbitmq", owner)
+    workdir = Path(record.workdir)
     port, dist_port, epmd_port = free_port(), free_port(), free_port()
     (workdir / "rabbitmq.conf").write_text(
         f"default_user = {username}\n"
@@ -101,7 +104,7 @@ def start_local(owner: Owner) -> LocalHandle:
         "RABBITMQ_PID_FILE": str(workdir / "rabbitmq.pid"),
     }
     executor, record, seconds = launch(
-        "rabbitmq", owner, workdir, [binary], port, url, probe, timeout=90, envvars=env
+        record, [binary], port, url, probe, timeout=90, envvars=env
     )
     endpoint = Endpoint(
         service="rabbitmq", backend="local", url=url, host=LOOPBACK, port=port,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from labkit.services._base import (
     LOOPBACK,
     Binary,
@@ -13,7 +15,7 @@ from labkit.services._base import (
     random_secret,
 )
 from labkit.services._docker import ContainerHandle, quiet_testcontainers, run_container
-from labkit.services._local import LocalHandle, find_binary, launch, make_workdir
+from labkit.services._local import LocalHandle, chown_tree, find_binary, launch, new_instance
 
 DATABASE = "0"
 
@@ -41,7 +43,8 @@ def start_local(owner: Owner) -> LocalHandle:
             "local redis needs redis-server: apt-get install redis-server / conda install redis"
         )
     password = random_secret()
-    workdir = make_workdir("redis")
+    record = new_instance("redis", owner)
+    workdir = Path(record.workdir)
     port = free_port()
     url = f"redis://:{password}@{LOOPBACK}:{port}/{DATABASE}"
 
@@ -50,17 +53,22 @@ def start_local(owner: Owner) -> LocalHandle:
 
         redis.Redis(host=LOOPBACK, port=port, password=password, socket_timeout=2).ping()
 
+    # The password goes in a file in the private workdir: on the command line, every
+    # user of a shared machine could read it in `ps` until Redis rewrites its title.
+    config = workdir / "redis.conf"
+    config.write_text(f"requirepass {password}\n")
+    chown_tree(workdir)
     command = [
         binary,
+        str(config),
         "--port", str(port),
         "--bind", LOOPBACK,
-        "--requirepass", password,
         "--save", "",
         "--appendonly", "no",
         "--dir", str(workdir),
         "--logfile", str(workdir / "redis.log"),
     ]
-    executor, record, seconds = launch("redis", owner, workdir, command, port, url, probe, 30)
+    executor, record, seconds = launch(record, command, port, url, probe, 30)
     endpoint = Endpoint(
         service="redis", backend="local", url=url, host=LOOPBACK, port=port,
         password=password, ready_seconds=seconds, origin=binary, database=DATABASE,
