@@ -34,7 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("labkit")
     group.addoption(
         "--labkit-backend",
-        choices=["auto", "docker", "local", "external"],
+        choices=["auto", "docker", "local", "external", "tenant"],
         help="where live services come from (default: LABKIT_BACKEND or auto)",
     )
 

@@ -495,3 +495,56 @@ def test_aws_tenant_drop_removes_its_prefix_only():
         assert not sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls")
         assert kept in buckets
     assert kept not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+
+XDIST_TESTS = '''
+import json
+import os
+
+import pytest
+from sqlalchemy import text
+
+
+@pytest.mark.parametrize("round", range(4))
+def test_writes_everywhere(round, db_session, redis_client, redis, amqp_queue, amqp_channel,
+                           postgres, rabbitmq):
+    db_session.execute(text("create table notes (body text)"))
+    db_session.execute(text("insert into notes values ('mine')"))
+    redis_client.set(redis.extra["key_prefix"] + "greeting", "hello")
+    queue = amqp_queue("jobs")  # one fixed name in both workers: each in its own vhost
+    amqp_channel.confirm_delivery()  # publish returns once the broker has the message
+    amqp_channel.basic_publish("", queue, b"x")
+    assert amqp_channel.queue_declare(queue, passive=True).method.message_count == 1
+    with open(os.environ["TENANTS_SEEN"], "a") as seen:
+        seen.write(json.dumps({
+            "worker": os.environ["PYTEST_XDIST_WORKER"],
+            "backends": sorted({postgres.backend, redis.backend, rabbitmq.backend}),
+            "names": [postgres.database, redis.username, rabbitmq.extra["vhost"]],
+        }) + "\\n")
+'''
+
+
+def test_with_admin_urls_each_xdist_worker_is_a_tenant(admin, management_url, tmp_path):
+    (tmp_path / "test_workers.py").write_text(XDIST_TESTS)
+    seen = tmp_path / "seen.jsonl"
+    env = {key: value for key, value in os.environ.items()
+           if not (key.startswith("LABKIT_") and key.endswith(("_URL", "_BACKEND")))}
+    env.update({"LABKIT_BACKEND": "auto", "TENANTS_SEEN": str(seen),
+                ADMIN_ENV["postgres"]: admin.postgres or "",
+                ADMIN_ENV["redis"]: admin.redis or "",
+                ADMIN_ENV["rabbitmq"]: admin.rabbitmq or ""})
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+         "test_workers.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert {row["worker"] for row in rows} == {"gw0", "gw1"}
+    assert {backend for row in rows for backend in row["backends"]} == {"tenant"}
+    names = {row["worker"]: set(row["names"]) for row in rows}
+    assert len(names["gw0"] | names["gw1"]) == 6  # three tenants per worker, none shared
+    for name in names["gw0"] | names["gw1"]:
+        services.validate_tenant_name(name)
+        # each worker dropped its tenants when it exited
+        assert not any(_exists(admin, management_url, name).values()), name

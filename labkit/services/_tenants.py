@@ -46,15 +46,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import quote, unquote, urlsplit
 
+from labkit.services import _aws, _postgres, _rabbitmq, _redis
 from labkit.services._base import (
     Endpoint,
+    Handle,
+    Owner,
     ServiceError,
+    ServiceSpec,
     current_owner,
     owner_alive,
     random_secret,
     redact,
 )
-from labkit.services._registry import spec_for
 
 if TYPE_CHECKING:
     import psycopg
@@ -740,6 +743,17 @@ _PROVIDERS: dict[str, type[PostgresTenants | RedisTenants | RabbitmqTenants | Aw
 }
 
 
+# The specs, without the registry: the registry lists TenantBackend, so it imports us.
+_SPECS = {spec.name: spec for spec in (_postgres.SPEC, _redis.SPEC, _rabbitmq.SPEC, _aws.SPEC)}
+
+
+def spec_for(service: str) -> ServiceSpec:
+    try:
+        return _SPECS[service]
+    except KeyError:
+        raise TenantError(f"tenants exist for {', '.join(_SPECS)}; got {service!r}") from None
+
+
 def _admin_endpoint(service: str, url: str) -> Endpoint:
     try:
         return spec_for(service).from_url(url, origin=ADMIN_ENV[service])
@@ -927,12 +941,13 @@ def clear_tenant_keys(endpoint: Endpoint) -> int:
     return tenant.clear_redis()
 
 
-def sweep_tenants(admin: AdminLike = None) -> list[str]:
+def sweep_tenants(admin: AdminLike = None, services: tuple[str, ...] | None = None) -> list[str]:
     """Drop the tenants whose owner died, on every server in `admin`; returns their names.
 
+    `services` limits the sweep to some servers (default: every one with an admin URL).
     Owners on other hosts are left alone: this machine cannot tell whether they live.
     """
-    providers = _providers_for(_admin(admin), None)
+    providers = _providers_for(_admin(admin), services)
     dead: dict[str, set[TenantOwner]] = {}
     for provider in providers.values():
         for name, owner in provider.owners().items():
@@ -950,3 +965,54 @@ def sweep_tenants(admin: AdminLike = None) -> list[str]:
     if errors:
         raise TenantError("some dead tenants were not dropped: " + "; ".join(errors))
     return sorted(dead)
+
+
+# -- every process a tenant -----------------------------------------------------------
+
+
+class TenantHandle:
+    """A service this process gets as a tenant: stopping it drops the tenant."""
+
+    def __init__(self, tenant: Tenant, service: str) -> None:
+        self.tenant = tenant
+        self.endpoint = tenant[service]
+
+    def stop(self) -> None:
+        self.tenant.drop()
+
+    def pause(self) -> None:
+        raise ServiceError(
+            f"{self.endpoint.service} is tenant {self.tenant.name} of a shared server: labkit "
+            "does not pause a server that other tenants use. Run this lesson on the docker "
+            "or local backend (LABKIT_BACKEND=local)."
+        )
+
+    resume = pause
+
+
+class TenantBackend:
+    """Every process that asks for a service becomes a tenant of a shared server.
+
+    Chosen by ``auto`` when the service's admin URL (LABKIT_<SERVICE>_ADMIN_URL) is set,
+    or by LABKIT_BACKEND=tenant: each kernel, pytest run and xdist worker then gets its
+    own database, vhost or Redis namespace, dropped when it exits, and swept if it dies.
+    """
+
+    name = "tenant"
+
+    def available(self, spec: ServiceSpec) -> bool:
+        return spec.name in _PROVIDERS and bool(os.environ.get(ADMIN_ENV[spec.name]))
+
+    def check(self, spec: ServiceSpec) -> str:
+        if spec.name not in _PROVIDERS:
+            raise ServiceError(f"{spec.name} has no tenants: use another backend")
+        check_admin(services=(spec.name,))
+        return ""
+
+    def start(self, spec: ServiceSpec, owner: Owner) -> Handle:
+        # what a dead kernel left behind goes before a new tenant comes, as for servers
+        try:
+            sweep_tenants(services=(spec.name,))
+        except TenantError as exc:  # a stray left for later is no reason not to start
+            print(f"labkit: {exc}")
+        return TenantHandle(create_tenant(services=(spec.name,)), spec.name)
