@@ -320,6 +320,17 @@ def test_a_dead_owners_tenant_is_swept_and_a_live_ones_survives(admin, managemen
         _amqp(live["rabbitmq"]).close()
 
 
+def test_a_tenant_left_undropped_goes_when_its_process_exits(admin, management_url):
+    child = subprocess.run(
+        [sys.executable, "-c", "from labkit import services; print(services.create_tenant().name)"],
+        capture_output=True, text=True, timeout=TIMEOUT, check=True,
+        env={**os.environ, ADMIN_ENV["postgres"]: admin.postgres or "",
+             ADMIN_ENV["redis"]: admin.redis or "", ADMIN_ENV["rabbitmq"]: admin.rabbitmq or ""},
+    )
+    name = services.validate_tenant_name(child.stdout.strip())
+    assert not any(_exists(admin, management_url, name).values())
+
+
 def test_a_taken_name_is_refused_and_its_owner_keeps_everything(admin, management_url):
     with services.create_tenant(admin) as tenant:
         key = tenant["redis"].extra["key_prefix"] + "mine"

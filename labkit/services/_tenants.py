@@ -29,6 +29,7 @@ object carries this tenant's own tag, so no name can make it drop another's obje
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
@@ -910,6 +911,23 @@ def create_tenant(admin: AdminLike = None, name: str | None = None,
     with _LIVE_LOCK:
         _LIVE[tenant_name] = tenant
     return tenant
+
+
+def drop_live_tenants() -> None:
+    """Drop every tenant this process still holds (registered to run at exit).
+
+    A tenant lives as long as its process, as a started server does: a script that
+    never calls `drop` leaves nothing behind when it exits, and the sweep takes what a
+    killed process left.
+    """
+    for tenant in live_tenants().values():
+        try:
+            tenant.drop()
+        except Exception as exc:  # noqa: BLE001 (at exit, report and go on dropping the others)
+            print(f"labkit: could not drop tenant {tenant.name}: {exc}")
+
+
+atexit.register(drop_live_tenants)
 
 
 def live_tenants() -> dict[str, Tenant]:
