@@ -34,7 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("labkit")
     group.addoption(
         "--labkit-backend",
-        choices=["auto", "docker", "local", "external"],
+        choices=["auto", "docker", "local", "external", "tenant"],
         help="where live services come from (default: LABKIT_BACKEND or auto)",
     )
 
@@ -105,16 +105,25 @@ def redis_client(redis: Endpoint) -> Iterator[redis_lib.Redis]:
     """A client on an emptied Redis database: nothing one test caches is seen by the next.
 
     The database in the endpoint URL is flushed before and after the test, so point an
-    external LABKIT_REDIS_URL at a database index you can spare.
+    external LABKIT_REDIS_URL at a database index you can spare. A tenant's Redis is
+    never flushed: only its own keys (its ``key_prefix``) are deleted, as the other
+    tenants' keys share the database.
     """
     import redis as redis_lib
 
     client = redis_lib.Redis.from_url(redis.url, decode_responses=True)
-    client.flushdb()
+
+    def empty() -> None:
+        if redis.extra.get("key_prefix"):
+            services.clear_tenant_keys(redis)
+        else:
+            client.flushdb()
+
+    empty()
     try:
         yield client
     finally:
-        client.flushdb()
+        empty()
         client.close()
 
 

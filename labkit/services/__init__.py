@@ -21,9 +21,14 @@ parts below the API: `start` (a private, uncached instance on a chosen backend),
 Docker client and loopback publishing, owners, their reapers and the sweep, random
 secrets, free ports, and the local backend's binaries and server user.
 
+Where servers are shared (a workshop server, a CI service container), `create_tenant`
+makes an isolated slice of them from admin URLs (LABKIT_<SERVICE>_ADMIN_URL): a
+database and role, a vhost and user, a Redis ACL user confined to a key prefix; its
+endpoints are ordinary `Endpoint`s, and `sweep_tenants` drops dead owners' tenants.
+
 Inside: one module per service (``_postgres``, ``_redis``, ``_rabbitmq``, ``_aws``),
-one per backend (``_docker``, ``_local``, ``_external``), and ``_registry`` listing
-both; adding a service is its module plus one line there.
+one per backend (``_docker``, ``_local``, ``_external``), ``_registry`` listing both,
+and ``_tenants``; adding a service is its module plus one line there.
 """
 
 from __future__ import annotations
@@ -94,8 +99,23 @@ from labkit.services._state import (
     up_file,
     write_up_state,
 )
+from labkit.services._tenants import (
+    ADMIN_ENV,
+    Tenant,
+    TenantAdmin,
+    TenantError,
+    TenantOwner,
+    check_admin,
+    clear_tenant_keys,
+    create_tenant,
+    live_tenants,
+    sweep_tenants,
+    tenant_of,
+    validate_tenant_name,
+)
 
 __all__ = [
+    "ADMIN_ENV",
     "INSTANCE_ENV",
     "LOOPBACK",
     "STATE_ENV",
@@ -108,10 +128,17 @@ __all__ = [
     "Owner",
     "ServiceError",
     "ServiceSpec",
+    "Tenant",
+    "TenantAdmin",
+    "TenantError",
+    "TenantOwner",
     "backend_for",
     "check",
+    "check_admin",
     "chown_tree",
+    "clear_tenant_keys",
     "containers_of",
+    "create_tenant",
     "current_owner",
     "docker_client",
     "docker_host",
@@ -124,6 +151,7 @@ __all__ = [
     "handle",
     "image_present",
     "kill_instance",
+    "live_tenants",
     "local_records",
     "make_workdir",
     "new_instance",
@@ -147,7 +175,10 @@ __all__ = [
     "stop_all",
     "sweep_containers",
     "sweep_local",
+    "sweep_tenants",
+    "tenant_of",
     "up_file",
+    "validate_tenant_name",
     "watch_containers",
     "why_no_containers",
     "write_up_state",

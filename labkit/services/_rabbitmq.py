@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from labkit.services._base import (
     LOOPBACK,
@@ -60,6 +64,16 @@ def start_docker(image: str, owner: Owner) -> ContainerHandle:
     return run_container(container, "rabbitmq", 5672, owner, url, username, password)
 
 
+def management_enabled() -> bool:
+    """Whether a local RabbitMQ also serves the HTTP management API (LABKIT_RABBITMQ_MANAGEMENT).
+
+    Tenants need it: vhosts and users are made through that API, the same one a CI
+    service container or a workshop server offers. Off by default, as it costs a
+    private server start-up time and memory that a single-user run does not need.
+    """
+    return os.environ.get("LABKIT_RABBITMQ_MANAGEMENT", "").lower() in ("1", "true", "yes", "on")
+
+
 def start_local(owner: Owner) -> LocalHandle:
     binary = rabbitmq_server()
     if binary is None:
@@ -71,13 +85,19 @@ def start_local(owner: Owner) -> LocalHandle:
     record = new_instance("rabbitmq", owner)
     workdir = Path(record.workdir)
     port, dist_port, epmd_port = free_port(), free_port(), free_port()
+    management = management_enabled()
+    management_port = free_port() if management else 0
     (workdir / "rabbitmq.conf").write_text(
         f"default_user = {username}\n"
         f"default_pass = {password}\n"
         "loopback_users = none\n"
         f"listeners.tcp.default = {LOOPBACK}:{port}\n"
+        + (f"management.tcp.ip = {LOOPBACK}\nmanagement.tcp.port = {management_port}\n"
+           if management else "")
     )
-    (workdir / "enabled_plugins").write_text("[].\n")
+    (workdir / "enabled_plugins").write_text(
+        "[rabbitmq_management].\n" if management else "[].\n"
+    )
     (workdir / "rabbitmq-env.conf").write_text("")
     cookie = workdir / ".erlang.cookie"
     cookie.write_text(random_secret(16))
@@ -85,11 +105,15 @@ def start_local(owner: Owner) -> LocalHandle:
     chown_tree(workdir)
     url = f"amqp://{username}:{password}@{LOOPBACK}:{port}/%2F"
 
+    management_url = f"http://{username}:{password}@{LOOPBACK}:{management_port}"
+
     def probe() -> None:
         import pika
 
         params = pika.URLParameters(url + "?connection_attempts=1&socket_timeout=2")
         pika.BlockingConnection(params).close()
+        if management:
+            _probe_management(management_url)
 
     env = {
         "HOME": str(workdir),
@@ -109,8 +133,21 @@ def start_local(owner: Owner) -> LocalHandle:
     endpoint = Endpoint(
         service="rabbitmq", backend="local", url=url, host=LOOPBACK, port=port,
         username=username, password=password, ready_seconds=seconds, origin=binary,
+        extra={"management_url": management_url} if management else {},
     )
     return LocalHandle(executor, record, endpoint)
+
+
+def _probe_management(management_url: str) -> None:
+    """Raises until the management API answers an authenticated request."""
+    parts = urlsplit(management_url)
+    request = urllib.request.Request(
+        f"{parts.scheme}://{parts.hostname}:{parts.port}/api/overview"
+    )
+    token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=2):
+        pass
 
 
 SPEC = ServiceSpec(

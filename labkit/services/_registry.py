@@ -14,10 +14,11 @@ from labkit.services._base import Handle, Owner, ServiceError, ServiceSpec
 from labkit.services._docker import DockerBackend
 from labkit.services._external import ExternalBackend
 from labkit.services._local import LocalBackend
+from labkit.services._tenants import TenantBackend
 
 
 class Backend(Protocol):
-    """One way to provide services: docker, local or external."""
+    """One way to provide services: docker, local, external, or a tenant of a shared server."""
 
     name: str
 
@@ -43,7 +44,8 @@ SERVICES: dict[str, ServiceSpec] = {
 }
 
 BACKENDS: dict[str, Backend] = {
-    backend.name: backend for backend in (DockerBackend(), LocalBackend(), ExternalBackend())
+    backend.name: backend
+    for backend in (DockerBackend(), LocalBackend(), ExternalBackend(), TenantBackend())
 }
 
 

@@ -13,6 +13,7 @@ from labkit.services._base import Endpoint, Handle, ServiceError, ServiceSpec, c
 from labkit.services._docker import ImageUnavailable, docker_host
 from labkit.services._external import given_url
 from labkit.services._registry import BACKENDS, SERVICES, backend, spec_for
+from labkit.services._tenants import ADMIN_ENV
 
 AUTO_DOCKER = "engine answers"
 _RUNNING: dict[str, Handle] = {}
@@ -36,6 +37,9 @@ def backend_for(name: str) -> tuple[str, str]:
             given = spec.url_from_env()
             return "external", given[0] if given else spec.url_env
         return wanted, "LABKIT_BACKEND"
+    # An admin URL says "share this server": it wins over a plain URL for the same service.
+    if BACKENDS["tenant"].available(spec):
+        return "tenant", f"{ADMIN_ENV[name]} is set" if name in ADMIN_ENV else "admin URL"
     given = given_url(spec)
     if given:
         return "external", given[0]

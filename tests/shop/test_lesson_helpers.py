@@ -46,6 +46,16 @@ def test_pause_support_says_why_an_external_server_cannot_be_frozen(monkeypatch,
     assert "LABKIT_BACKEND=docker or local" in support.reason
 
 
+def test_pause_support_says_why_a_tenant_cannot_freeze_its_shared_server(monkeypatch):
+    monkeypatch.setenv("LABKIT_BACKEND", "auto")
+    monkeypatch.delenv("LABKIT_POSTGRES_BACKEND", raising=False)
+    monkeypatch.setenv("LABKIT_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/x")
+    support = pause_support("postgres")
+
+    assert (support.backend, support.can_pause) == ("tenant", False)
+    assert "a tenant of a shared server" in support.reason
+
+
 def test_timed_reports_an_answer_and_an_error_as_outcomes():
     def fail() -> None:
         raise TimeoutError("no answer\nsecond line")

@@ -52,10 +52,11 @@ def pause_support(service: str = "postgres") -> PauseSupport:
     from labkit import services
 
     backend, _ = services.backend_for(service)
-    can = backend != "external"
+    can = backend not in ("external", "tenant")
+    how = "external" if backend == "external" else "a tenant of a shared server"
     reason = "" if can else (
-        f"skipped: {service} is external here, and labkit cannot pause a server it does not "
-        "run. Run this lesson with LABKIT_BACKEND=docker or local to see the outage."
+        f"skipped: {service} is {how} here, and labkit cannot pause a server it does not "
+        "run alone. Run this lesson with LABKIT_BACKEND=docker or local to see the outage."
     )
     return PauseSupport(service, backend, can, reason)
 
