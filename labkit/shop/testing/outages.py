@@ -48,7 +48,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PauseSupport:
-    """Whether labkit can freeze a service here, how, and what to say when it cannot."""
+    """Whether labkit can freeze a service here (always, now) and `how`, in a lesson's words.
+
+    `reason` said why not when an external server could not be frozen; it stays empty.
+    """
 
     service: str
     backend: str
@@ -67,10 +70,10 @@ def pause_support(service: str = "postgres") -> PauseSupport:
 
     backend, _ = services.backend_for(service)
     if backend == "external":
-        how = ("labkit.faults freezes the proxy between this kernel and the server, which "
-               "labkit does not run")
+        how = ("a labkit.faults proxy between the shop and the server, frozen (labkit does "
+               "not run this server)")
     else:
-        how = "docker pause" if backend == "docker" else "SIGSTOP to the server's processes"
+        how = "docker pause on its container" if backend == "docker" else "SIGSTOP to its processes"
     return PauseSupport(service, backend, True, "", how)
 
 
