@@ -1,7 +1,7 @@
 """The shop's database goes down for real: the measurements lesson 03b shows.
 
     >>> from labkit.shop.testing.outages import pause_support, clients_in_a_freeze
-    >>> support = pause_support()              # can labkit freeze PostgreSQL here?
+    >>> support = pause_support()              # how will labkit freeze PostgreSQL here?
     >>> clients_in_a_freeze(shop.engine, settings.database_url)
     >>> timeline = health_through_an_outage(client, outage_at=1.0, outage_for=6.0, run_for=9.0)
 
@@ -48,23 +48,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PauseSupport:
-    """Whether labkit can freeze a service here (always, now) and `how`, in a lesson's words.
-
-    `reason` said why not when an external server could not be frozen; it stays empty.
-    """
+    """How `frozen` freezes a service here, in a lesson's words (`how`)."""
 
     service: str
     backend: str
-    can_pause: bool
-    reason: str
-    how: str = ""
+    how: str
 
 
 def pause_support(service: str = "postgres") -> PauseSupport:
-    """Can `frozen(service)` freeze the server this process uses, and how?
+    """How `frozen(service)` freezes the server this process uses, on any backend.
 
-    Always, now: a server labkit runs is paused; any other is reached through the fault
-    layer's proxy, which is frozen instead. `how` says which, in a lesson's words.
+    A server labkit runs is paused; any other is reached through the fault layer's
+    proxy, which is frozen instead.
     """
     from labkit import services
 
@@ -74,7 +69,7 @@ def pause_support(service: str = "postgres") -> PauseSupport:
                "not run this server)")
     else:
         how = "docker pause on its container" if backend == "docker" else "SIGSTOP to its processes"
-    return PauseSupport(service, backend, True, "", how)
+    return PauseSupport(service, backend, how)
 
 
 def _owns(service: str) -> bool:
@@ -158,9 +153,9 @@ class FreezeResult:
 
 
 def clients_in_a_freeze(engine: Engine, database_url: str) -> FreezeResult:
-    """Freeze PostgreSQL (`frozen`) while a plain psycopg connection (libpq's defaults: no timeouts)
-    and the shop's engine each run ``SELECT 1``; the freeze ends once the engine has given
-    up, plus a second in which the plain connection is seen still waiting."""
+    """Freeze PostgreSQL (`frozen`) while a plain psycopg connection (libpq's defaults: no
+    timeouts) and the shop's engine each run ``SELECT 1``; the freeze ends once the engine
+    has given up, plus a second in which the plain connection is seen still waiting."""
     def select_one_via_engine() -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
