@@ -5,13 +5,13 @@
     >>> clients_in_a_freeze(shop.engine, settings.database_url)
     >>> timeline = health_through_an_outage(client, outage_at=1.0, outage_for=6.0, run_for=9.0)
 
-`frozen` freezes PostgreSQL for a block, whatever the backend. A server labkit runs is
-paused (`labkit.services.paused`: ``docker pause`` on Docker, SIGSTOP on the local
-backend). A server it does not run (external: a URL, `labkit up`) cannot be paused, so
-the shop reaches it through a proxy of `labkit.faults` (`through_fault_layer`, which
-`settings_from_services(fault_layer=True)` and the `shop_settings` fixture use) and the
-proxy is frozen instead: the same silence, seen from the network. `pause_support` says
-which of the two a lesson gets.
+`frozen` freezes PostgreSQL for a block, whatever the backend. A server this process
+started is paused (`labkit.services.paused`: ``docker pause`` on Docker, SIGSTOP on the
+local backend). A server it did not start (external: a URL, `labkit up`) is not its to
+pause, so the shop reaches it through a proxy of `labkit.faults` (`through_fault_layer`,
+which `settings_from_services(fault_layer=True)` and the `shop_settings` fixture use)
+and the proxy is frozen instead: the same silence, seen from the network.
+`pause_support` says which of the two a lesson gets.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def pause_support(service: str = "postgres") -> PauseSupport:
 
     backend, _ = services.backend_for(service)
     if backend == "external":
-        how = ("a labkit.faults proxy between the shop and the server, frozen (labkit does "
-               "not run this server)")
+        how = ("a labkit.faults proxy between the shop and the server, frozen (the server "
+               "is not this kernel's to pause)")
     else:
         how = "docker pause on its container" if backend == "docker" else "SIGSTOP to its processes"
     return PauseSupport(service, backend, how)
