@@ -3,18 +3,24 @@ and a real frozen PostgreSQL."""
 
 from __future__ import annotations
 
+import time
+
+import psycopg
 import pytest
 
-from labkit.shop.testing import client_for
+from labkit import faults
+from labkit.shop.app import UNAVAILABLE_BODY, create_app
+from labkit.shop.settings import ShopSettings
+from labkit.shop.testing import client_for, database_outage, settings_from_services
 from labkit.shop.testing.outages import (
     clients_in_a_freeze,
+    frozen,
     health_through_an_outage,
     pause_support,
+    through_fault_layer,
     timed,
 )
 from labkit.shop.testing.routes import replace_route, swap_route
-
-pauses = pytest.mark.skipif(not pause_support().can_pause, reason=pause_support().reason)
 
 
 def swapped_health() -> dict[str, str]:
@@ -37,23 +43,75 @@ def test_a_swapped_route_is_undone_with_its_monkeypatch(shop_app, shop_client):
     assert (swapped, shop_client.get("/health").json()) == ({"status": "swapped"}, {"status": "ok"})
 
 
-def test_pause_support_says_why_an_external_server_cannot_be_frozen(monkeypatch, postgres):
+@pytest.fixture
+def external_postgres(monkeypatch, postgres):
+    """This process's PostgreSQL, seen as external (a URL, as beside `labkit up`): labkit
+    may not pause it, so lesson 03b's outages must go through the fault layer."""
     monkeypatch.setenv("LABKIT_BACKEND", "external")
     monkeypatch.setenv("LABKIT_POSTGRES_URL", postgres.url)
+    return postgres  # its proxy stays for the process, as a kernel's does
+
+
+def test_on_an_external_server_pause_support_names_the_fault_layer(
+    shop_settings, external_postgres
+):
     support = pause_support("postgres")
 
-    assert (support.backend, support.can_pause) == ("external", False)
-    assert "LABKIT_BACKEND=docker or local" in support.reason
+    assert support.backend == "external"
+    assert "labkit.faults" in support.how
+    routed = through_fault_layer(external_postgres)
+    assert (routed.host, routed.port) == (faults.proxy("postgres").host,
+                                          faults.proxy("postgres").port)
+    assert settings_from_services(fault_layer=True).database_url == routed.url
+    assert settings_from_services().database_url == external_postgres.url  # lesson 10's
 
 
-def test_pause_support_says_why_a_tenant_cannot_freeze_its_shared_server(monkeypatch):
+def test_on_an_external_server_an_outage_freezes_the_proxy_not_the_server(
+    external_postgres, shop_settings
+):
+    settings = ShopSettings(**{**shop_settings.model_dump(),
+                               "database_url": through_fault_layer(external_postgres).url})
+    app = create_app(settings)
+    client = client_for(app)
+    bound = settings.db_io_timeout + settings.db_connect_timeout + 5.0  # a loaded machine
+    try:
+        assert client.get("/health").status_code == 200  # a warm pool
+        started = time.monotonic()
+        with database_outage(settings.database_url):
+            response = client.get("/health")
+            with psycopg.connect(external_postgres.dsn, connect_timeout=5) as direct:
+                server_answers = direct.execute("SELECT 1").fetchone() == (1,)
+        elapsed = time.monotonic() - started
+
+        assert (response.status_code, response.json()) == (503, UNAVAILABLE_BODY)
+        assert elapsed < bound
+        assert server_answers, "the server itself must not be paused: labkit does not run it"
+        assert client.get("/health").status_code == 200
+    finally:
+        client.close()
+        app.state.shop.close()
+
+
+def test_on_an_external_server_a_url_around_the_proxy_is_refused(external_postgres, shop_app):
+    with pytest.raises(ValueError, match="settings_from_services\\(fault_layer=True\\)"):
+        clients_in_a_freeze(shop_app.state.shop.engine, external_postgres.url)
+
+
+def test_frozen_on_a_server_labkit_runs_pauses_the_server(postgres):
+    if pause_support("postgres").backend == "external":
+        pytest.skip("this run's PostgreSQL is external: the test above covers it")
+    with frozen("postgres"), pytest.raises(psycopg.OperationalError):
+        psycopg.connect(postgres.dsn, connect_timeout=1)
+
+
+def test_a_tenant_freezes_through_the_fault_layer_not_its_shared_server(monkeypatch):
     monkeypatch.setenv("LABKIT_BACKEND", "auto")
     monkeypatch.delenv("LABKIT_POSTGRES_BACKEND", raising=False)
     monkeypatch.setenv("LABKIT_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/x")
     support = pause_support("postgres")
 
-    assert (support.backend, support.can_pause) == ("tenant", False)
-    assert "a tenant of a shared server" in support.reason
+    assert support.backend == "tenant"
+    assert "labkit.faults proxy" in support.how
 
 
 def test_timed_reports_an_answer_and_an_error_as_outcomes():
@@ -64,7 +122,6 @@ def test_timed_reports_an_answer_and_an_error_as_outcomes():
     assert timed(fail).outcome == "TimeoutError: no answer"
 
 
-@pauses
 def test_in_a_freeze_the_plain_connection_waits_and_the_engine_gives_up(shop_app, shop_settings):
     freeze = clients_in_a_freeze(shop_app.state.shop.engine, shop_settings.database_url)
     margin = 2.0  # scheduling on a loaded 2-core machine
@@ -75,7 +132,6 @@ def test_in_a_freeze_the_plain_connection_waits_and_the_engine_gives_up(shop_app
     assert freeze.plain.seconds >= freeze.engine.seconds
 
 
-@pauses
 def test_health_through_an_outage_is_503_while_frozen_and_200_after(shop_app, shop_settings):
     bound = shop_settings.db_io_timeout + shop_settings.db_connect_timeout
     rows = health_through_an_outage(

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from contextlib import ExitStack
 
 import pytest
 from sqlalchemy import select, text
 
-from labkit import services
 from labkit.services import free_port
 from labkit.shop.app import UNAVAILABLE_BODY, SessionDep
 from labkit.shop.data import OutboxEvent, User
 from labkit.shop.infra import publish_now, user_key
 from labkit.shop.testing import auth_header, client_for, database_outage, queued_json
+from labkit.shop.testing.outages import frozen
 from labkit.shop.testing.routes import replace_route
 
 NEW_USER = {"email": "newuser@example.com", "name": "New User", "password": "SecurePass123!"}
@@ -241,20 +242,18 @@ def test_a_database_lost_after_the_answer_leaves_the_answer_alone(make_shop_app,
     close's rollback fails after the response has started. The client keeps its 200 (not
     Starlette's "response already started" error) and the next request gets a fresh
     connection. A fresh app: its pool, not the shared one, holds the dropped connection."""
-    db = services.handle("postgres")
+    outage = ExitStack()  # frozen in the handler, thawed by the test
 
     def answer_then_outage(session: SessionDep) -> dict[str, str]:
         session.execute(text("SELECT 1"))  # a transaction the close will roll back
-        db.pause()
+        outage.enter_context(frozen("postgres"))
         return {"status": "ok"}
 
     app = make_shop_app()
     replace_route(app, "GET", "/health-then-outage", answer_then_outage)
     client = client_for(app)
-    try:
+    with outage:
         response = client.get("/health-then-outage")
-    finally:
-        db.resume()
 
     assert response.status_code == 200
     assert client.get("/health").status_code == 200

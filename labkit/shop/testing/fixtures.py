@@ -70,12 +70,17 @@ def shop_downstream(shop_fakes_server: FakeDownstream) -> FakeDownstream:
 def shop_settings(
     postgres: Endpoint, redis: Endpoint, rabbitmq: Endpoint, shop_fakes_server: FakeDownstream
 ) -> ShopSettings:
-    """Settings on the live services and the fakes, with test-sized costs and timeouts."""
+    """Settings on the live services and the fakes, with test-sized costs and timeouts.
+
+    PostgreSQL is reached as `database_outage` needs: through the `labkit.faults` proxy
+    where labkit does not run the server (`outages.through_fault_layer`).
+    """
     from labkit.shop.settings import ShopSettings
     from labkit.shop.testing.helpers import TEST_TIMEOUTS
+    from labkit.shop.testing.outages import through_fault_layer
 
     return ShopSettings(
-        database_url=postgres.url,
+        database_url=through_fault_layer(postgres).url,
         redis_url=redis.url,
         amqp_url=rabbitmq.url,
         password_hash_profile="fast",

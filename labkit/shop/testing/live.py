@@ -38,18 +38,23 @@ __all__ = [
 SERVICE_FIELDS = {"database_url": "postgres", "redis_url": "redis", "amqp_url": "rabbitmq"}
 
 
-def settings_from_services(**overrides: Any) -> ShopSettings:
+def settings_from_services(*, fault_layer: bool = False, **overrides: Any) -> ShopSettings:
     """Settings pointing at the live services of this process (started if needed).
 
     A URL given as an argument or in a LABKIT_SHOP_* variable wins: that service is
-    then neither looked up nor started.
+    then neither looked up nor started. With `fault_layer`, the shop reaches PostgreSQL
+    as `database_outage` and lesson 03b's outages need (`outages.through_fault_layer`):
+    through a `labkit.faults` proxy where labkit does not run the server. Off by
+    default: a load test (lesson 10) should not measure a proxy in this process.
 
     >>> settings = settings_from_services(password_hash_profile="fast")
     """
     from labkit import services
+    from labkit.shop.testing.outages import through_fault_layer
 
     found = {
-        field: services.get(service).url
+        field: (through_fault_layer(services.get(service)) if fault_layer
+                and service == "postgres" else services.get(service)).url
         for field, service in SERVICE_FIELDS.items()
         if field not in overrides and not given_in_environment(field)
     }
@@ -60,20 +65,25 @@ def settings_from_services(**overrides: Any) -> ShopSettings:
 def database_outage(database_url: str, application_name: str = "labkit-shop") -> Iterator[None]:
     """PostgreSQL unreachable for the shop for the block: a real fault, not a mock.
 
-    The shop's open connections are terminated, then the server is frozen
-    (`labkit.services.paused`): the app's pre-ping sees its connection gone, and its
-    reconnect hangs until ``db_connect_timeout``. On exit the server resumes.
+    The shop's open connections to its database are terminated, then PostgreSQL is
+    frozen (`outages.frozen`: the server paused where labkit runs it, the fault layer's
+    proxy frozen where it does not): the app's pre-ping sees its connection gone, and
+    its reconnect hangs until ``db_connect_timeout``. On exit the freeze ends.
+
+    Only this database's connections are terminated: on a shared server, other users'
+    shops (same application name, other databases) are left alone.
     """
-    from labkit import services
+    from labkit.shop.testing.outages import frozen
 
     url = make_url(database_url).set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            "WHERE application_name = %s AND datname = current_database() "
+            "AND pid <> pg_backend_pid()",
             (application_name,),
         )
-    with services.paused("postgres"):
+    with frozen("postgres"):
         yield
 
 
@@ -111,7 +121,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     from labkit.shop.testing.fakes import FakeDownstream
 
     fakes: FakeDownstream | None = None
-    overrides: dict[str, str] = {}
+    overrides: dict[str, Any] = {}
     if not all(given_in_environment(f) for f in ("inventory_url", "payment_url")):
         fakes = FakeDownstream().start()
         overrides = {f: url for f, url in fakes.settings().items() if not given_in_environment(f)}

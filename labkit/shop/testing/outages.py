@@ -1,20 +1,25 @@
 """The shop's database goes down for real: the measurements lesson 03b shows.
 
     >>> from labkit.shop.testing.outages import pause_support, clients_in_a_freeze
-    >>> support = pause_support()              # can labkit freeze PostgreSQL here?
+    >>> support = pause_support()              # how will labkit freeze PostgreSQL here?
     >>> clients_in_a_freeze(shop.engine, settings.database_url)
     >>> timeline = health_through_an_outage(client, outage_at=1.0, outage_for=6.0, run_for=9.0)
 
-Freezing is `labkit.services.paused`: ``docker pause`` on Docker, SIGSTOP on the local
-backend. A server labkit does not run (the external backend) cannot be frozen, and
-`pause_support` says so in words a lesson can print or skip with.
+`frozen` freezes PostgreSQL for a block, whatever the backend. A server this process
+started is paused (`labkit.services.paused`: ``docker pause`` on Docker, SIGSTOP on the
+local backend). A server it did not start (external: a URL, `labkit up`) is not its to
+pause, so the shop reaches it through a proxy of `labkit.faults` (`through_fault_layer`,
+which `settings_from_services(fault_layer=True)` and the `shop_settings` fixture use)
+and the proxy is frozen instead: the same silence, seen from the network.
+`pause_support` says which of the two a lesson gets.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,40 +30,101 @@ from sqlalchemy.engine import Engine, make_url
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from labkit.services import Endpoint
+
 __all__ = [
     "FreezeResult",
     "PauseSupport",
     "Timed",
     "clients_in_a_freeze",
+    "frozen",
     "health_through_an_outage",
     "pause_support",
     "plot_outage",
+    "through_fault_layer",
     "timed",
 ]
 
 
+# Backends whose server is shared or someone else's: frozen through the fault layer.
+NOT_OURS_TO_PAUSE = ("external", "tenant")
+
+
 @dataclass(frozen=True)
 class PauseSupport:
-    """Whether labkit can freeze a service here, and what to say when it cannot."""
+    """How `frozen` freezes a service here, in a lesson's words (`how`)."""
 
     service: str
     backend: str
-    can_pause: bool
-    reason: str
+    how: str
 
 
 def pause_support(service: str = "postgres") -> PauseSupport:
-    """Can `labkit.services.paused(service)` freeze the server this process uses?"""
+    """How `frozen(service)` freezes the server this process uses, on any backend.
+
+    A server labkit runs is paused; any other is reached through the fault layer's
+    proxy, which is frozen instead.
+    """
     from labkit import services
 
     backend, _ = services.backend_for(service)
-    can = backend not in ("external", "tenant")
-    how = "external" if backend == "external" else "a tenant of a shared server"
-    reason = "" if can else (
-        f"skipped: {service} is {how} here, and labkit cannot pause a server it does not "
-        "run alone. Run this lesson with LABKIT_BACKEND=docker or local to see the outage."
-    )
-    return PauseSupport(service, backend, can, reason)
+    if backend in NOT_OURS_TO_PAUSE:
+        how = ("a labkit.faults proxy between the shop and the server, frozen (the server "
+               "is not this kernel's to pause)")
+    else:
+        how = "docker pause on its container" if backend == "docker" else "SIGSTOP to its processes"
+    return PauseSupport(service, backend, how)
+
+
+def _owns(service: str) -> bool:
+    from labkit import services
+
+    return services.backend_for(service)[0] not in NOT_OURS_TO_PAUSE
+
+
+def through_fault_layer(endpoint: Endpoint) -> Endpoint:
+    """`endpoint` as the shop should use it for `frozen` to reach it.
+
+    The endpoint itself where labkit runs the server (it pauses the server); the same
+    endpoint through this process's `labkit.faults` proxy where it does not.
+    """
+    from labkit import faults
+
+    return endpoint if _owns(endpoint.service) else faults.proxied(endpoint)
+
+
+@contextmanager
+def frozen(service: str = "postgres") -> Iterator[None]:
+    """`service` frozen for the block: it accepts connections and answers nothing.
+
+    Pauses a server labkit runs; freezes the `labkit.faults` proxy to one it does not,
+    which only clients connected through `through_fault_layer` see.
+    """
+    from labkit import faults, services
+
+    if _owns(service):
+        with services.paused(service):
+            yield
+    else:
+        with faults.freeze(service):
+            yield
+
+
+def _check_reaches_the_fault_layer(database_url: str) -> None:
+    """On an external server, a URL that bypasses the proxy would see no freeze at all."""
+    from labkit import faults
+
+    if _owns("postgres"):
+        return
+    proxy = faults.proxy("postgres")
+    url = make_url(database_url)
+    if (url.host, url.port) != (proxy.host, proxy.port):
+        raise ValueError(
+            f"PostgreSQL is external here, so labkit freezes the proxy at "
+            f"{proxy.host}:{proxy.port}, but this database_url goes to {url.host}:{url.port} "
+            "and would never see the freeze: build the settings with "
+            "settings_from_services(fault_layer=True) or use the shop_settings fixture"
+        )
 
 
 @dataclass(frozen=True)
@@ -91,21 +157,20 @@ class FreezeResult:
 
 
 def clients_in_a_freeze(engine: Engine, database_url: str) -> FreezeResult:
-    """Freeze PostgreSQL while a plain psycopg connection (libpq's defaults: no timeouts)
-    and the shop's engine each run ``SELECT 1``; the freeze ends once the engine has given
-    up, plus a second in which the plain connection is seen still waiting."""
-    from labkit import services
-
+    """Freeze PostgreSQL (`frozen`) while a plain psycopg connection (libpq's defaults: no
+    timeouts) and the shop's engine each run ``SELECT 1``; the freeze ends once the engine
+    has given up, plus a second in which the plain connection is seen still waiting."""
     def select_one_via_engine() -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    _check_reaches_the_fault_layer(database_url)
     url = make_url(database_url).set(drivername="postgresql")
     results: dict[str, Timed] = {}
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as plain:
         select_one_via_engine()  # a warm pool, as in a running app
         started = time.monotonic()
-        with services.paused("postgres"):
+        with frozen("postgres"):
             waiter = threading.Thread(
                 target=lambda: results.update(plain=timed(lambda: plain.execute("SELECT 1")))
             )
@@ -123,18 +188,13 @@ def health_through_an_outage(
 ) -> list[dict[str, float | int]]:
     """``GET /health`` every `every` seconds for `run_for` seconds, with PostgreSQL frozen
     from `outage_at` for `outage_for` seconds: one row per request (``sent_s``,
-    ``took_s``, ``status``)."""
-    from labkit import services
-
-    db = services.handle("postgres")
+    ``took_s``, ``status``). The client's app must reach PostgreSQL as `frozen` expects
+    (`through_fault_layer`)."""
 
     def outage() -> None:
         time.sleep(outage_at)  # a fault on a schedule: there is nothing to wait for
-        db.pause()
-        try:
+        with frozen("postgres"):
             time.sleep(outage_for)
-        finally:
-            db.resume()
 
     injector = threading.Thread(target=outage)
     rows: list[dict[str, float | int]] = []
