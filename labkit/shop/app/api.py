@@ -3,7 +3,8 @@ root that builds the app (`Shop.from_settings`) against any endpoints.
 
     POST  /api/users                 sign up → 201 {id, email, name}; 409 email taken
     POST  /api/tokens                log in  → {accessToken, tokenType, expiresIn}; 429 after
-                                     login_max_failures wrong passwords (Redis count)
+                                     login_max_failures wrong passwords for an email, or
+                                     login_max_failures_per_client from one client (Redis)
     GET   /api/users/{id}/profile    bearer  → {user, stats, recentActivity}, cached
     PATCH /api/users/{id}            bearer, own account only, {name} and nothing else
     POST  /api/users/{id}/follow     bearer  → 204, the caller follows {id}
@@ -174,26 +175,30 @@ def create_user(body: UserCreate, shop: ShopDep, session: SessionDep) -> dict[st
     response_model=TokenOut,
     responses={
         401: {"description": "wrong email or password"},
-        429: {"description": "too many failed logins for this email; see Retry-After"},
+        429: {"description": "too many failed logins for this email or client; see Retry-After"},
     },
 )
-def login(body: LoginRequest, shop: ShopDep, session: SessionDep) -> TokenOut:
+def login(body: LoginRequest, request: Request, shop: ShopDep, session: SessionDep) -> TokenOut:
     email = str(body.email)
+    client = request.client.host if request.client else None
     # Checked before the password, so a locked account cannot be guessed at either.
-    wait = shop.login_limit.locked_for(email)
-    if wait:
+    lockout = shop.login_limit.locked_for(email, client)
+    if lockout:
+        whose = "this email" if lockout.by == "email" else "this client (any emails)"
         refused = ApiError(
             429,
             "TOO_MANY_LOGINS",
-            f"{shop.settings.login_max_failures} failed logins for this email; "
-            f"try again in {wait} s",
-            retryAfter=wait,
+            f"{lockout.limit} failed logins for {whose} within "
+            f"{shop.settings.login_failure_window_seconds} s; "
+            f"try again in {lockout.retry_after} s",
+            retryAfter=lockout.retry_after,
+            limitedBy=lockout.by,
         )
-        refused.headers = {"Retry-After": str(wait)}
+        refused.headers = {"Retry-After": str(lockout.retry_after)}
         raise refused
     user = users.authenticate(session, shop.settings, email, body.password)
     if user is None:
-        shop.login_limit.failed(email)
+        shop.login_limit.failed(email, client)
         raise ApiError(401, "UNAUTHORIZED", "wrong email or password")
     shop.login_limit.succeeded(email)
     return TokenOut(
