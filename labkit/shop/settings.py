@@ -122,6 +122,9 @@ class ShopSettings(BaseSettings):
         description="fields in one document whose resolver queries the database"
         " (user, search, createPost)",
     )
+    # GET /graphql serves the GraphiQL page (a web IDE) only when asked: it is for people
+    # exploring the shop (`labkit shop serve` turns it on), not part of the API.
+    graphql_ide: bool = Field(False, description="serve GraphiQL at GET /graphql")
 
     # -- cache and queues --------------------------------------------------------
     user_cache_ttl_seconds: int = Field(3600, gt=0)

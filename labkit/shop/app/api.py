@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from labkit.shop.app.container import Shop
-from labkit.shop.app.errors import ApiError, install_error_handlers
+from labkit.shop.app.errors import ApiError, error_responses, install_error_handlers
 from labkit.shop.app.graphql import GraphQLBodyLimit, graphql_router
 from labkit.shop.data.models import User
 from labkit.shop.domain import users
@@ -50,6 +50,7 @@ from labkit.shop.domain.schemas import (
     UserOut,
     UserUpdate,
     storable,
+    text_pattern,
 )
 from labkit.shop.domain.search import search_posts
 from labkit.shop.domain.security import TokenError, issue_token, read_token
@@ -130,7 +131,11 @@ def current_user_id(
 
 
 ViewerDep = Annotated[uuid.UUID, Depends(current_user_id)]
-SearchText = Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable)]
+SearchText = Annotated[
+    str,
+    Query(min_length=1, max_length=200, json_schema_extra={"pattern": text_pattern(False, True)}),
+    AfterValidator(storable),
+]
 
 
 def _not_found(user_id: uuid.UUID) -> ApiError:
@@ -141,10 +146,12 @@ def _not_found(user_id: uuid.UUID) -> ApiError:
 # Module-level routers, included by `create_app` in this order. A route's handler finds
 # its collaborators (search_posts, place_order, …) as this module's globals at call time.
 
-health_router = APIRouter()
-users_router = APIRouter()
-orders_router = APIRouter()
-search_router = APIRouter()
+# Every route needs PostgreSQL, so every route can answer 503; each adds its own statuses
+# (`error_responses`), so the OpenAPI document lists all that a client can get.
+health_router = APIRouter(responses=error_responses(503))
+users_router = APIRouter(responses=error_responses(503))
+orders_router = APIRouter(responses=error_responses(503))
+search_router = APIRouter(responses=error_responses(503))
 
 
 @health_router.get("/health")
@@ -153,7 +160,12 @@ def health(session: SessionDep) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@users_router.post("/api/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@users_router.post(
+    "/api/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=error_responses(400, 409, 422, described={409: "a user with this email exists"}),
+)
 def create_user(body: UserCreate, shop: ShopDep, session: SessionDep) -> dict[str, Any]:
     user, welcome = users.create_user(session, shop.settings, body)
     try:
@@ -173,10 +185,7 @@ def create_user(body: UserCreate, shop: ShopDep, session: SessionDep) -> dict[st
 @users_router.post(
     "/api/tokens",
     response_model=TokenOut,
-    responses={
-        401: {"description": "wrong email or password"},
-        429: {"description": "too many failed logins for this email or client; see Retry-After"},
-    },
+    responses=error_responses(400, 401, 422, 429, described={401: "wrong email or password"}),
 )
 def login(body: LoginRequest, request: Request, shop: ShopDep, session: SessionDep) -> TokenOut:
     email = str(body.email)
@@ -206,7 +215,7 @@ def login(body: LoginRequest, request: Request, shop: ShopDep, session: SessionD
     )
 
 
-@users_router.get("/api/users/{user_id}/profile")
+@users_router.get("/api/users/{user_id}/profile", responses=error_responses(401, 404, 422))
 def profile(
     user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep, session: SessionDep
 ) -> JSONResponse:
@@ -221,7 +230,13 @@ def profile(
     return JSONResponse(users.for_viewer(full, viewer), headers={"X-Cache": "MISS"})
 
 
-@users_router.patch("/api/users/{user_id}", response_model=UserOut)
+@users_router.patch(
+    "/api/users/{user_id}",
+    response_model=UserOut,
+    responses=error_responses(
+        400, 401, 403, 404, 409, 422, described={409: "changed by someone else meanwhile"}
+    ),
+)
 def update_user(
     user_id: uuid.UUID, body: UserUpdate, viewer: ViewerDep, shop: ShopDep, session: SessionDep
 ) -> dict[str, Any]:
@@ -238,10 +253,14 @@ def update_user(
     return shown
 
 
-@users_router.post("/api/users/{user_id}/follow", status_code=status.HTTP_204_NO_CONTENT)
+@users_router.post(
+    "/api/users/{user_id}/follow",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 403, 404, 422, described={403: "a user cannot follow themself"}),
+)
 def follow(user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep, session: SessionDep) -> Response:
     if viewer == user_id:
-        raise ApiError(422, "CANNOT_FOLLOW_SELF", "a user cannot follow themself")
+        raise ApiError(403, "CANNOT_FOLLOW_SELF", "a user cannot follow themself")
     if session.get(User, user_id) is None:
         raise _not_found(user_id)
     if session.get(User, viewer) is None:
@@ -256,7 +275,9 @@ def follow(user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep, session: Sessio
     "/api/orders",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
-    responses={402: {"description": "payment declined"}, 409: {"description": "out of stock"}},
+    responses=error_responses(
+        400, 401, 402, 409, 422, described={409: "some items are out of stock"}
+    ),
 )
 def create_order(body: OrderCreate, viewer: ViewerDep, shop: ShopDep, session: SessionDep) -> Any:
     if session.scalar(select(User.id).where(User.id == viewer)) is None:
@@ -275,7 +296,7 @@ def create_order(body: OrderCreate, viewer: ViewerDep, shop: ShopDep, session: S
     return OrderOut(orderId=placed.order_id, status="CONFIRMED", totalAmount=placed.total_amount)
 
 
-@search_router.get("/api/search", response_model=SearchResults)
+@search_router.get("/api/search", response_model=SearchResults, responses=error_responses(422))
 def search(
     q: SearchText, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
 ) -> SearchResults:

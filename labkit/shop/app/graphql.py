@@ -21,13 +21,17 @@ its aliases, and how many of its fields query the database (`database_field_limi
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 import strawberry
+from cross_web import HTTPException as StrawberryHTTPException  # what strawberry answers 4xx with
 from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from graphql import FieldNode, GraphQLError, ValidationContext, ValidationRule
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -42,7 +46,7 @@ from strawberry.extensions import (
 from strawberry.fastapi import BaseContext, GraphQLRouter
 
 from labkit.shop.app.container import Shop
-from labkit.shop.app.errors import is_unavailable
+from labkit.shop.app.errors import ApiError, is_unavailable
 from labkit.shop.data import models
 from labkit.shop.domain.posts import create_post, load_user_graph
 from labkit.shop.domain.schemas import Content, Tag, Title
@@ -162,7 +166,14 @@ async def _context(request: Request) -> Context:
         try:
             viewer = read_token(shop.settings, token)
         except TokenError as exc:
-            raise GraphQLError(str(exc), extensions={"code": "UNAUTHENTICATED"}) from None
+            # Before any resolver runs, so not a GraphQLError (strawberry would let it
+            # through as a 500): the request is refused over HTTP, in GraphQL's shape.
+            message = f"{exc}: send a token from POST /api/tokens, or none to query anonymously"
+            refused = ApiError(401, "UNAUTHENTICATED", message)
+            refused.body = {
+                "errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]
+            }
+            raise refused from None
     return Context(shop, viewer)
 
 
@@ -406,4 +417,152 @@ def graphql_router(settings: ShopSettings) -> GraphQLRouter[Context, None]:
         max_aliases=settings.graphql_max_aliases,
         max_database_fields=settings.graphql_max_database_fields,
     )
-    return GraphQLRouter(limited, context_getter=_context)
+    router = _ShopGraphQLRouter(
+        limited,
+        context_getter=_context,
+        graphql_ide="graphiql" if settings.graphql_ide else None,
+        allow_queries_via_get=False,  # one way in: POST, where the body limit counts
+    )
+    for route in list(router.routes):
+        if not isinstance(route, APIRoute):
+            continue
+        if "GET" in (route.methods or ()) and not settings.graphql_ide:
+            # Nothing to GET: without the route, GET is a 405 whose Allow says POST.
+            router.routes.remove(route)
+        else:
+            _document(route)
+    return router
+
+
+class _ShopGraphQLRouter(GraphQLRouter[Context, None]):
+    """strawberry's router, refusing every malformed request envelope with a 400.
+
+    strawberry checks `query` and `variables`, but a body that is not UTF-8, or JSON
+    that is not an object (``5``), failed inside it as a 500, and a non-string
+    `operationName` went through. GET is off, so only POST bodies come here.
+    """
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            request = json.loads(data)
+        except ValueError:  # not JSON, or bytes that are not UTF-8
+            raise StrawberryHTTPException(
+                400, 'the body is not JSON in UTF-8: send {"query": "…"}'
+            ) from None
+        if isinstance(request, dict):
+            name = request.get("operationName")
+            if not isinstance(name, str | None):
+                raise StrawberryHTTPException(
+                    400, f"operationName must be a string or null, not {type(name).__name__}"
+                )
+        elif not isinstance(request, list):  # a list is a batch: strawberry refuses it
+            raise StrawberryHTTPException(
+                400,
+                f'the body must be a JSON object {{"query": "…"}}, not {type(request).__name__}',
+            )
+        return request
+
+
+# What /graphql answers, for the OpenAPI document: strawberry declares its routes with
+# an untyped 200 only. GraphQL's own schema (introspection) describes the queries; this
+# describes the HTTP around them, so a client (or schemathesis) knows every status.
+_GRAPHQL_ERRORS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["message"],
+        "properties": {
+            "message": {"type": "string"},
+            "locations": {"type": "array"},
+            "path": {"type": "array"},
+            "extensions": {"type": "object"},
+        },
+    },
+}
+_REFUSED = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["errors"],
+            "properties": {"errors": _GRAPHQL_ERRORS},
+        }
+    }
+}
+_POST_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["query"],
+                    "properties": {
+                        "query": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "a GraphQL document",
+                        },
+                        "variables": {"type": ["object", "null"]},
+                        "operationName": {"type": ["string", "null"]},
+                        "extensions": {"type": ["object", "null"]},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "the GraphQL result: data, and errors for any field that failed"
+            " (an outage is the error code UNAVAILABLE, a refused document names its limit)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "data": {"type": ["object", "null"]},
+                            "errors": _GRAPHQL_ERRORS,
+                            "extensions": {"type": "object"},
+                        },
+                    }
+                }
+            },
+        },
+        "400": {
+            "description": "not a GraphQL request: a body that is not a JSON object in"
+            " UTF-8, no query, or a field of the wrong type",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        "401": {
+            "description": "a bearer token was sent and is invalid or expired (send none"
+            " to query anonymously)",
+            "content": _REFUSED,
+        },
+        "413": {
+            "description": "the body is over graphql_max_body_bytes; refused unread",
+            "content": _REFUSED,
+        },
+    },
+}
+_GET_DOC: dict[str, Any] = {
+    "responses": {
+        "200": {
+            "description": "the GraphiQL page, for people (ShopSettings.graphql_ide)",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        "400": {
+            "description": "a query sent by GET: queries come by POST only",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    }
+}
+
+
+def _document(route: APIRoute) -> None:
+    methods = route.methods or set()
+    if "POST" in methods:
+        route.summary = "A GraphQL request (POST only; the document in the JSON body)"
+        route.openapi_extra = _POST_DOC
+    elif "GET" in methods:
+        route.summary = "The GraphiQL page"
+        route.response_class = HTMLResponse
+        route.openapi_extra = _GET_DOC

@@ -105,13 +105,14 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the shop on this process's live services until interrupted (Ctrl-C).
 
     Unless LABKIT_SHOP_INVENTORY_URL / LABKIT_SHOP_PAYMENT_URL say otherwise, fake
-    inventory and payment services run next to it, so orders work out of the box.
+    inventory and payment services run next to it, so orders work out of the box; and
+    GraphiQL answers at GET /graphql unless LABKIT_SHOP_GRAPHQL_IDE=false.
     """
     from labkit.shop.app import server
     from labkit.shop.testing.fakes import FakeDownstream
 
     fakes: FakeDownstream | None = None
-    overrides: dict[str, str] = {}
+    overrides: dict[str, Any] = {}
     if not all(given_in_environment(f) for f in ("inventory_url", "payment_url")):
         fakes = FakeDownstream().start()
         overrides = {f: url for f, url in fakes.settings().items() if not given_in_environment(f)}
@@ -121,6 +122,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
             notes.append(
                 f"fake inventory at {fakes.inventory.url}, fake payment at {fakes.payment.url}"
             )
+        if not given_in_environment("graphql_ide"):
+            overrides["graphql_ide"] = True  # for the people this serves: GraphiQL
         server.serve(host, port, settings_from_services(**overrides), notes=notes)
     finally:
         if fakes is not None:
