@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
+from labkit.shop.app import ShopServer
 from labkit.shop.testing import auth_header, client_for
+from labkit.waiting import wait_until
+
+GENEROUS_S = 30.0  # a bound for a loaded 2-core machine, never a speed target
 
 
 @contextmanager
@@ -158,3 +164,52 @@ def test_each_limit_comes_from_the_settings(make_shop_app, setting, value, docum
     client = client_for(make_shop_app(**{setting: value}))
 
     assert expected in the_error(post(client, document))["message"]
+
+
+def test_health_answers_while_a_graphql_mutation_waits_on_the_database(
+    make_shop_app, shop_session, ada
+):
+    """Resolvers run their SQL in a worker thread, never on the event loop: while a
+    createPost waits for a row lock (held here, for as long as the test likes), /health
+    still answers. A resolver that ran its SQL on the loop would stall every request
+    until the lock goes. Bounded by a generous timeout, not timed: the assertion is the
+    order of events (health answered, the mutation still waiting)."""
+    # Its own app: statement and socket timeouts long enough that the wait cannot end
+    # by itself during the test.
+    app = make_shop_app(db_statement_timeout=120, db_io_timeout=120)
+    mutation = {
+        "query": "mutation($input: CreatePostInput!) { createPost(input: $input) { id } }",
+        "variables": {"input": {"title": "t", "content": "c", "authorId": str(ada.id)}},
+    }
+    headers = auth_header(app.state.shop.settings, ada.id)
+
+    def waiting_inserts() -> int:
+        # In the lock holder's transaction: statistics are cached per transaction.
+        shop_session.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return shop_session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO posts%'"
+            )
+        )
+
+    with ShopServer(app) as server, ThreadPoolExecutor(1) as pool:
+        # The post's foreign key takes a KEY SHARE lock on its author: FOR UPDATE blocks it.
+        shop_session.execute(text("SELECT 1 FROM users WHERE id = :id FOR UPDATE"), {"id": ada.id})
+        with httpx.Client(base_url=server.url, timeout=GENEROUS_S) as client:
+            try:
+                posting = pool.submit(client.post, "/graphql", json=mutation, headers=headers)
+                wait_until(
+                    waiting_inserts,
+                    timeout=GENEROUS_S,
+                    message="createPost waiting on the author's row lock",
+                )
+                health = client.get("/health")
+                still_waiting = not posting.done() and waiting_inserts() == 1
+            finally:
+                shop_session.rollback()  # the lock goes; the mutation goes on
+            posted = posting.result(timeout=GENEROUS_S)
+
+    assert health.status_code == 200, health.text
+    assert still_waiting, "the mutation should still have been waiting when /health answered"
+    assert posted.status_code == 200 and "errors" not in posted.json(), posted.text
