@@ -8,15 +8,18 @@ by counting the statements the request sent: none.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
 import pytest
+from graphql.language import Lexer, Source, TokenKind
 from sqlalchemy import event, text
 
 from labkit.shop.app import ShopServer
+from labkit.shop.app.graphql import count_tokens
 from labkit.shop.testing import auth_header, client_for
 from labkit.waiting import wait_until
 
@@ -110,8 +113,27 @@ def test_a_long_document_under_the_body_limit_stops_at_the_token_limit(
         response = post(shop_client, attack)
 
     error = the_error(response)
-    assert f"more than {shop_settings.graphql_max_tokens} tokens" in error["message"]
+    limit = shop_settings.graphql_max_tokens
+    assert f"more than {limit} tokens" in error["message"]
     assert statements == []
+    # Refused before graphql-core's parser ran: its error would carry a location (and
+    # cost ~60 ms of parsing and locating on the event loop; benchmarks/graphql_abuse.py).
+    assert error["extensions"] == {"code": "TOO_MANY_TOKENS", "limit": limit}
+    assert "locations" not in error
+
+
+def test_a_refused_document_is_not_copied_into_the_logs(shop_client, caplog):
+    """strawberry logged each client error with its location printed from the document:
+    a refused 255 kB document became a log record of thousands of lines."""
+    # A few tokens on one 100 kB line, the closing brace missing: a syntax error whose
+    # location strawberry printed with the whole line.
+    document = '{ search(query: "' + "x" * 100_000 + '") { id }'
+    with caplog.at_level(logging.DEBUG):
+        error = the_error(post(shop_client, document))
+
+    assert error["message"].startswith("Syntax Error")
+    assert caplog.records, "the refusal is still logged, in one line"
+    assert max(len(record.getMessage()) for record in caplog.records) < 500
 
 
 def test_too_many_aliases_are_refused(shop_client, shop_settings):
@@ -213,3 +235,38 @@ def test_health_answers_while_a_graphql_mutation_waits_on_the_database(
     assert health.status_code == 200, health.text
     assert still_waiting, "the mutation should still have been waiting when /health answered"
     assert posted.status_code == 200 and "errors" not in posted.json(), posted.text
+
+
+GRAPHQL_SAMPLES = [
+    aliases("__typename", 50),
+    searches(20),
+    (
+        "# a comment { with braces }\n"
+        'query Q($n: Int = -12.5e3) { search(query: "a { b } \\" c") { id } }'
+    ),
+    (
+        'mutation { createPost(input: {title: """a ""\\""" b { }""", content: "x", authorId: "1",'
+        " tags: []}) { ...F } } fragment F on Post { id, title }"
+    ),
+    "{ a: user(id: $x) @include(if: true) { id } b: search(query: [1, 2]) | & ! = }",
+]
+
+
+@pytest.mark.parametrize("document", GRAPHQL_SAMPLES)
+def test_the_early_token_count_agrees_with_graphql_core(document):
+    """Documents over the token limit are refused before graphql-core's parser runs,
+    by a count that must match the parser's own (comments counted, strings one token)."""
+    assert count_tokens(document, stop_after=10_000) == graphql_core_tokens(document)
+    assert count_tokens(document, stop_after=3) == 4  # it stops counting past the limit
+
+
+def graphql_core_tokens(document: str) -> int:
+    lexer = Lexer(Source(document))
+    token = start = lexer.token
+    while lexer.advance().kind is not TokenKind.EOF:
+        pass
+    count = 0
+    while (token := token.next) is not None and token.kind is not TokenKind.EOF:
+        count += 1  # the linked tokens include comments, as max_tokens counts them
+    assert start.kind is TokenKind.SOF
+    return count
