@@ -1,4 +1,5 @@
-"""The GraphQL API (strawberry), mounted at ``/graphql``.
+"""The GraphQL API (strawberry), mounted at ``/graphql``: queries by POST only; GET
+serves the GraphiQL page when ``ShopSettings.graphql_ide`` is on (a 405 otherwise).
 
     query { user(id: "…") { id name posts { id title comments { id content author { name } } }
                              followers { id name } } }
@@ -15,8 +16,12 @@ else is refused (object-level authorization). A user's email is shown to themsel
 
 A client chooses how much work one request asks for, so each request is bounded before
 any resolver runs (limits in `ShopSettings`, ``graphql_max_*``): its body size
-(`GraphQLBodyLimit`, 413 before parsing), its tokens (the parser stops past the limit),
-its aliases, and how many of its fields query the database (`database_field_limit`).
+(`GraphQLBodyLimit`, 413 before parsing), its tokens (`count_tokens` refuses a long
+document before graphql-core's parser sees it), its aliases, and how many of its fields
+query the database (`database_field_limit`). A refusal costs a few milliseconds and is
+logged in one line, so a flood of them leaves /health fast (benchmarks/graphql_abuse.py).
+A malformed request (not a JSON object in UTF-8, a field of the wrong type, a bad bearer
+token) is a 400 or 401 saying what is wrong, never a 500.
 """
 
 from __future__ import annotations
