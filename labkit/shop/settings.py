@@ -81,8 +81,23 @@ class ShopSettings(BaseSettings):
     # Wrong passwords for one email, within a window from the first, before logins
     # for it answer 429 (counted in Redis, so across workers).
     login_max_failures: int = Field(10, ge=1, description="failed logins allowed per window")
+    # The same from one client (many emails tried from one address), in the same window.
+    login_max_failures_per_client: int = Field(
+        100,
+        ge=1,
+        description="failed logins allowed per window from one client address, any emails"
+        " (a classroom behind one NAT shares it)",
+    )
     login_failure_window_seconds: int = Field(
-        300, gt=0, description="seconds; also how long a locked email waits"
+        300, gt=0, description="seconds; also how long a locked email or client waits"
+    )
+    # The client of a request is the peer address of its connection. X-Forwarded-For is
+    # trusted only from the proxies named here (uvicorn's forwarded_allow_ips): any client
+    # can write that header, and it would choose whose login count a failure goes to.
+    forwarded_allow_ips: str = Field(
+        "",
+        description="comma-separated addresses of reverse proxies whose X-Forwarded-For"
+        " is trusted for the client address; empty: none",
     )
     # "fast" exists for test suites only: OWASP parameters cost ~50 ms per hash.
     password_hash_profile: PasswordProfile = "owasp"
@@ -107,6 +122,9 @@ class ShopSettings(BaseSettings):
         description="fields in one document whose resolver queries the database"
         " (user, search, createPost)",
     )
+    # GET /graphql serves the GraphiQL page (a web IDE) only when asked: it is for people
+    # exploring the shop (`labkit shop serve` turns it on), not part of the API.
+    graphql_ide: bool = Field(False, description="serve GraphiQL at GET /graphql")
 
     # -- cache and queues --------------------------------------------------------
     user_cache_ttl_seconds: int = Field(3600, gt=0)

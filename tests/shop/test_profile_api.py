@@ -140,7 +140,7 @@ def test_following_invalidates_both_profiles(shop_client, shop_settings, ada, bo
     assert stats["followersCount"] == 1
     bob_stats = shop_client.get(f"/api/users/{bob.id}/profile", headers=as_bob).json()["stats"]
     assert bob_stats["followingCount"] == 1
-    assert shop_client.post(f"/api/users/{bob.id}/follow", headers=as_bob).status_code == 422
+    assert shop_client.post(f"/api/users/{bob.id}/follow", headers=as_bob).status_code == 403
 
 
 # -- negative security tests ----------------------------------------------------------

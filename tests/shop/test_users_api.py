@@ -7,11 +7,12 @@ import time
 import uuid
 from contextlib import ExitStack
 
+import httpx
 import pytest
 from sqlalchemy import select, text
 
 from labkit.services import free_port
-from labkit.shop.app import UNAVAILABLE_BODY, SessionDep
+from labkit.shop.app import UNAVAILABLE_BODY, SessionDep, ShopServer
 from labkit.shop.data import OutboxEvent, User
 from labkit.shop.infra import publish_now, user_key
 from labkit.shop.testing import auth_header, client_for, database_outage, queued_json
@@ -216,6 +217,87 @@ def test_failed_logins_are_limited_per_email_across_workers(make_shop_app, shop_
     assert locked.json()["retryAfter"] == int(locked.headers["Retry-After"])
     assert "accessToken" not in locked.json()
     assert others.status_code == 200  # per account: another email is not locked
+
+
+def test_failed_logins_are_limited_per_client_across_emails(make_shop_app, shop_clean):
+    """One client trying one password against many emails: each email fails once, so
+    only the client's count stops it. Another client is not locked, and the attacker's
+    own successful login does not clear the count."""
+    app = make_shop_app(
+        login_max_failures=10, login_max_failures_per_client=3, login_failure_window_seconds=600
+    )
+    attacker = client_for(app, client=("203.0.113.7", 50001))
+    neighbour = client_for(app, client=("203.0.113.8", 50002))
+    assert attacker.post("/api/users", json=NEW_USER).status_code == 201
+    right = {"email": NEW_USER["email"], "password": NEW_USER["password"]}
+    guess = {"password": "Summer2024!"}
+
+    failures = [
+        attacker.post("/api/tokens", json={**guess, "email": f"user{n}@example.com"}).status_code
+        for n in range(2)
+    ]
+    own_login = attacker.post("/api/tokens", json=right)  # must not wipe the count
+    failures.append(
+        attacker.post("/api/tokens", json={**guess, "email": "user2@example.com"}).status_code
+    )
+    refused = attacker.post("/api/tokens", json={**guess, "email": "user3@example.com"})
+    locked = attacker.post("/api/tokens", json=right)
+    elsewhere = neighbour.post("/api/tokens", json=right)
+
+    assert failures == [401, 401, 401]
+    assert own_login.status_code == 200
+    for response in (refused, locked):
+        assert response.status_code == 429, response.text
+        body = response.json()
+        assert body["error"] == "TOO_MANY_LOGINS" and body["limitedBy"] == "client"
+        assert "3 failed logins for this client" in body["message"]
+        assert 0 < int(response.headers["Retry-After"]) <= 600
+        assert body["retryAfter"] == int(response.headers["Retry-After"])
+    assert elsewhere.status_code == 200, elsewhere.text
+
+
+def test_the_client_is_the_peer_not_a_forwarded_for_header(make_shop_app, shop_clean):
+    """Over a real socket: a client that writes a new X-Forwarded-For on every try is
+    still one client. uvicorn's default trusts that header from 127.0.0.1, where the
+    attacker sits here; the shop's servers trust it only from `forwarded_allow_ips`."""
+    app = make_shop_app(login_max_failures_per_client=3, login_failure_window_seconds=600)
+    guess = {"email": "victim@example.com", "password": "Summer2024!"}
+
+    with ShopServer(app) as server:
+        codes = [
+            httpx.post(
+                f"{server.url}/api/tokens",
+                json={**guess, "email": f"user{n}@example.com"},
+                headers={"X-Forwarded-For": f"198.51.100.{n}"},
+            ).status_code
+            for n in range(5)
+        ]
+
+    assert codes == [401, 401, 401, 429, 429]
+
+
+def test_a_named_proxy_s_forwarded_for_is_the_client(make_shop_app, shop_clean):
+    """Behind a reverse proxy every request comes from the proxy: named in
+    ``forwarded_allow_ips``, its X-Forwarded-For tells the clients apart."""
+    app = make_shop_app(
+        login_max_failures_per_client=3,
+        login_failure_window_seconds=600,
+        forwarded_allow_ips="127.0.0.1",
+    )
+    guess = {"email": "victim@example.com", "password": "Summer2024!"}
+
+    with ShopServer(app) as server:
+        codes = [
+            httpx.post(
+                f"{server.url}/api/tokens",
+                json={**guess, "email": f"user{n}@example.com"},
+                headers={"X-Forwarded-For": f"198.51.100.{n % 2}"},
+            ).status_code
+            for n in range(8)
+        ]
+
+    # Two clients behind the proxy, four tries each: each is locked after its third.
+    assert codes == [401] * 6 + [429, 429]
 
 
 def test_login_goes_on_uncounted_when_redis_is_down(make_shop_app, shop_clean):

@@ -26,8 +26,11 @@ from labkit.shop.app.api import (
 )
 from labkit.shop.app.container import Shop
 from labkit.shop.app.errors import (
+    ERROR_RESPONSES,
     UNAVAILABLE_BODY,
     ApiError,
+    ErrorBody,
+    error_responses,
     install_error_handlers,
     is_unavailable,
     unavailable_response,
@@ -36,9 +39,11 @@ from labkit.shop.app.graphql import GraphQLBodyLimit, build_schema, graphql_rout
 from labkit.shop.app.server import ShopServer, serve
 
 __all__ = [
+    "ERROR_RESPONSES",
     "ROUTERS",
     "UNAVAILABLE_BODY",
     "ApiError",
+    "ErrorBody",
     "GraphQLBodyLimit",
     "SessionDep",
     "Shop",
@@ -49,6 +54,7 @@ __all__ = [
     "build_schema",
     "create_app",
     "current_user_id",
+    "error_responses",
     "get_session",
     "get_shop",
     "graphql",

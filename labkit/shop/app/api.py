@@ -3,7 +3,8 @@ root that builds the app (`Shop.from_settings`) against any endpoints.
 
     POST  /api/users                 sign up → 201 {id, email, name}; 409 email taken
     POST  /api/tokens                log in  → {accessToken, tokenType, expiresIn}; 429 after
-                                     login_max_failures wrong passwords (Redis count)
+                                     login_max_failures wrong passwords for an email, or
+                                     login_max_failures_per_client from one client (Redis)
     GET   /api/users/{id}/profile    bearer  → {user, stats, recentActivity}, cached
     PATCH /api/users/{id}            bearer, own account only, {name} and nothing else
     POST  /api/users/{id}/follow     bearer  → 204, the caller follows {id}
@@ -35,7 +36,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from labkit.shop.app.container import Shop
-from labkit.shop.app.errors import ApiError, install_error_handlers
+from labkit.shop.app.errors import ApiError, error_responses, install_error_handlers
 from labkit.shop.app.graphql import GraphQLBodyLimit, graphql_router
 from labkit.shop.data.models import User
 from labkit.shop.domain import users
@@ -51,6 +52,7 @@ from labkit.shop.domain.schemas import (
     UserOut,
     UserUpdate,
     storable,
+    text_pattern,
 )
 from labkit.shop.domain.search import search_posts
 from labkit.shop.domain.security import TokenError, issue_token, read_token
@@ -131,7 +133,11 @@ def current_user_id(
 
 
 ViewerDep = Annotated[uuid.UUID, Depends(current_user_id)]
-SearchText = Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable)]
+SearchText = Annotated[
+    str,
+    Query(min_length=1, max_length=200, json_schema_extra={"pattern": text_pattern(False, True)}),
+    AfterValidator(storable),
+]
 
 
 def _not_found(user_id: uuid.UUID) -> ApiError:
@@ -142,10 +148,12 @@ def _not_found(user_id: uuid.UUID) -> ApiError:
 # Module-level routers, included by `create_app` in this order. A route's handler finds
 # its collaborators (search_posts, place_order, …) as this module's globals at call time.
 
-health_router = APIRouter()
-users_router = APIRouter()
-orders_router = APIRouter()
-search_router = APIRouter()
+# Every route needs PostgreSQL, so every route can answer 503; each adds its own statuses
+# (`error_responses`), so the OpenAPI document lists all that a client can get.
+health_router = APIRouter(responses=error_responses(503))
+users_router = APIRouter(responses=error_responses(503))
+orders_router = APIRouter(responses=error_responses(503))
+search_router = APIRouter(responses=error_responses(503))
 
 
 @health_router.get("/health")
@@ -154,7 +162,12 @@ def health(session: SessionDep) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@users_router.post("/api/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@users_router.post(
+    "/api/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=error_responses(400, 409, 422, described={409: "a user with this email exists"}),
+)
 def create_user(body: UserCreate, shop: ShopDep, session: SessionDep) -> dict[str, Any]:
     user, welcome = users.create_user(session, shop.settings, body)
     try:
@@ -174,28 +187,29 @@ def create_user(body: UserCreate, shop: ShopDep, session: SessionDep) -> dict[st
 @users_router.post(
     "/api/tokens",
     response_model=TokenOut,
-    responses={
-        401: {"description": "wrong email or password"},
-        429: {"description": "too many failed logins for this email; see Retry-After"},
-    },
+    responses=error_responses(400, 401, 422, 429, described={401: "wrong email or password"}),
 )
-def login(body: LoginRequest, shop: ShopDep, session: SessionDep) -> TokenOut:
+def login(body: LoginRequest, request: Request, shop: ShopDep, session: SessionDep) -> TokenOut:
     email = str(body.email)
+    client = request.client.host if request.client else None
     # Checked before the password, so a locked account cannot be guessed at either.
-    wait = shop.login_limit.locked_for(email)
-    if wait:
+    lockout = shop.login_limit.locked_for(email, client)
+    if lockout:
+        whose = "this email" if lockout.by == "email" else "this client (any emails)"
         refused = ApiError(
             429,
             "TOO_MANY_LOGINS",
-            f"{shop.settings.login_max_failures} failed logins for this email; "
-            f"try again in {wait} s",
-            retryAfter=wait,
+            f"{lockout.limit} failed logins for {whose} within "
+            f"{shop.settings.login_failure_window_seconds} s; "
+            f"try again in {lockout.retry_after} s",
+            retryAfter=lockout.retry_after,
+            limitedBy=lockout.by,
         )
-        refused.headers = {"Retry-After": str(wait)}
+        refused.headers = {"Retry-After": str(lockout.retry_after)}
         raise refused
     user = users.authenticate(session, shop.settings, email, body.password)
     if user is None:
-        shop.login_limit.failed(email)
+        shop.login_limit.failed(email, client)
         raise ApiError(401, "UNAUTHORIZED", "wrong email or password")
     shop.login_limit.succeeded(email)
     return TokenOut(
@@ -203,7 +217,7 @@ def login(body: LoginRequest, shop: ShopDep, session: SessionDep) -> TokenOut:
     )
 
 
-@users_router.get("/api/users/{user_id}/profile")
+@users_router.get("/api/users/{user_id}/profile", responses=error_responses(401, 404, 422))
 def profile(
     user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep, session: SessionDep
 ) -> JSONResponse:
@@ -218,7 +232,13 @@ def profile(
     return JSONResponse(users.for_viewer(full, viewer), headers={"X-Cache": "MISS"})
 
 
-@users_router.patch("/api/users/{user_id}", response_model=UserOut)
+@users_router.patch(
+    "/api/users/{user_id}",
+    response_model=UserOut,
+    responses=error_responses(
+        400, 401, 403, 404, 409, 422, described={409: "changed by someone else meanwhile"}
+    ),
+)
 def update_user(
     user_id: uuid.UUID, body: UserUpdate, viewer: ViewerDep, shop: ShopDep, session: SessionDep
 ) -> dict[str, Any]:
@@ -235,10 +255,14 @@ def update_user(
     return shown
 
 
-@users_router.post("/api/users/{user_id}/follow", status_code=status.HTTP_204_NO_CONTENT)
+@users_router.post(
+    "/api/users/{user_id}/follow",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 403, 404, 422, described={403: "a user cannot follow themself"}),
+)
 def follow(user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep, session: SessionDep) -> Response:
     if viewer == user_id:
-        raise ApiError(422, "CANNOT_FOLLOW_SELF", "a user cannot follow themself")
+        raise ApiError(403, "CANNOT_FOLLOW_SELF", "a user cannot follow themself")
     if session.get(User, user_id) is None:
         raise _not_found(user_id)
     if session.get(User, viewer) is None:
@@ -268,18 +292,14 @@ ORDER_IN_PROGRESS_RETRY_AFTER_S = 5
     "/api/orders",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
-    responses={
-        402: {"description": "payment declined"},
-        409: {
-            "description": "out of stock (INVENTORY_UNAVAILABLE), or an order with this "
-            "Idempotency-Key is still being completed (ORDER_IN_PROGRESS, see Retry-After)"
+    responses=error_responses(
+        400, 401, 402, 409, 422,
+        described={
+            409: "some items are out of stock (INVENTORY_UNAVAILABLE), or an order with this "
+            "Idempotency-Key is still being completed (ORDER_IN_PROGRESS, see Retry-After)",
+            422: "invalid order, or an Idempotency-Key used for another order",
         },
-        422: {"description": "invalid order, or an Idempotency-Key used for another order"},
-        503: {
-            "description": "a dependency is unavailable; an order already stored stays "
-            "PENDING and is completed later: retry with the same Idempotency-Key"
-        },
-    },
+    ),
 )
 def create_order(
     body: OrderCreate,
@@ -323,7 +343,7 @@ def create_order(
     return OrderOut(orderId=placed.order_id, status="CONFIRMED", totalAmount=placed.total_amount)
 
 
-@search_router.get("/api/search", response_model=SearchResults)
+@search_router.get("/api/search", response_model=SearchResults, responses=error_responses(422))
 def search(
     q: SearchText, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
 ) -> SearchResults:

@@ -1,4 +1,5 @@
-"""The GraphQL API (strawberry), mounted at ``/graphql``.
+"""The GraphQL API (strawberry), mounted at ``/graphql``: queries by POST only; GET
+serves the GraphiQL page when ``ShopSettings.graphql_ide`` is on (a 405 otherwise).
 
     query { user(id: "…") { id name posts { id title comments { id content author { name } } }
                              followers { id name } } }
@@ -15,24 +16,36 @@ else is refused (object-level authorization). A user's email is shown to themsel
 
 A client chooses how much work one request asks for, so each request is bounded before
 any resolver runs (limits in `ShopSettings`, ``graphql_max_*``): its body size
-(`GraphQLBodyLimit`, 413 before parsing), its tokens (the parser stops past the limit),
-its aliases, and how many of its fields query the database (`database_field_limit`).
+(`GraphQLBodyLimit`, 413 before parsing), its tokens (`count_tokens` refuses a long
+document before graphql-core's parser sees it), its aliases, and how many of its fields
+query the database (`database_field_limit`). A refusal costs a few milliseconds and is
+logged in one line, so a flood of them leaves /health fast (benchmarks/graphql_abuse.py).
+A malformed request (not a JSON object in UTF-8, a field of the wrong type, a bad bearer
+token) is a 400 or 401 saying what is wrong, never a 500.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import logging
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 import strawberry
+from cross_web import HTTPException as StrawberryHTTPException  # what strawberry answers 4xx with
 from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from graphql import FieldNode, GraphQLError, ValidationContext, ValidationRule
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry import UNSET
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
@@ -40,9 +53,11 @@ from strawberry.extensions import (
     MaxTokensLimiter,
 )
 from strawberry.fastapi import BaseContext, GraphQLRouter
+from strawberry.types import ExecutionContext
+from strawberry.utils.logging import StrawberryLogger
 
 from labkit.shop.app.container import Shop
-from labkit.shop.app.errors import is_unavailable
+from labkit.shop.app.errors import ApiError, is_unavailable
 from labkit.shop.data import models
 from labkit.shop.domain.posts import create_post, load_user_graph
 from labkit.shop.domain.schemas import Content, Tag, Title
@@ -52,6 +67,7 @@ from labkit.shop.infra.messaging import publish_now
 from labkit.shop.settings import ShopSettings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @strawberry.type
@@ -162,7 +178,14 @@ async def _context(request: Request) -> Context:
         try:
             viewer = read_token(shop.settings, token)
         except TokenError as exc:
-            raise GraphQLError(str(exc), extensions={"code": "UNAUTHENTICATED"}) from None
+            # Before any resolver runs, so not a GraphQLError (strawberry would let it
+            # through as a 500): the request is refused over HTTP, in GraphQL's shape.
+            message = f"{exc}: send a token from POST /api/tokens, or none to query anonymously"
+            refused = ApiError(401, "UNAUTHENTICATED", message)
+            refused.body = {
+                "errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]
+            }
+            raise refused from None
     return Context(shop, viewer)
 
 
@@ -375,6 +398,25 @@ def _default(setting: str) -> int:
     return int(ShopSettings.model_fields[setting].default)
 
 
+class _ShopSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Log what went wrong in the shop, not every mistake a client sends.
+
+        strawberry logs each error with its location printed from the document: a refused
+        255 kB document (on one line) became a log record of 3,000 lines, formatted on
+        the event loop for every such request, most of its refusal time. Errors meant
+        for the client (syntax, validation, limits, our own GraphQLErrors) are logged in
+        one short line at DEBUG; unexpected ones as strawberry does.
+        """
+        for error in errors:
+            if _is_unexpected(error):
+                StrawberryLogger.error(error, execution_context)
+            else:
+                log.debug("GraphQL error for the client: %.200s", error.message)
+
+
 def build_schema(
     *,
     max_tokens: int = _default("graphql_max_tokens"),
@@ -384,7 +426,7 @@ def build_schema(
     """The shop's schema, refusing documents over the given limits before they run."""
     # The schema has no cycles (an Author has no posts), so no query can nest deeper than
     # user → posts → comments → author: there is no need for a depth limiter.
-    return strawberry.Schema(
+    return _ShopSchema(
         query=Query,
         mutation=Mutation,
         extensions=[
@@ -406,4 +448,205 @@ def graphql_router(settings: ShopSettings) -> GraphQLRouter[Context, None]:
         max_aliases=settings.graphql_max_aliases,
         max_database_fields=settings.graphql_max_database_fields,
     )
-    return GraphQLRouter(limited, context_getter=_context)
+    router = _ShopGraphQLRouter(
+        limited,
+        context_getter=_context,
+        graphql_ide="graphiql" if settings.graphql_ide else None,
+        allow_queries_via_get=False,  # one way in: POST, where the body limit counts
+    )
+    router.max_tokens = settings.graphql_max_tokens
+    for route in list(router.routes):
+        if not isinstance(route, APIRoute):
+            continue
+        if "GET" in (route.methods or ()) and not settings.graphql_ide:
+            # Nothing to GET: without the route, GET is a 405 whose Allow says POST.
+            router.routes.remove(route)
+        else:
+            _document(route)
+    return router
+
+
+# GraphQL's tokens (graphql-core's lexer counts comments too), matched by one regular
+# expression: strings and comments are one token each, whatever they hold.
+_TOKEN = re.compile(
+    r'"""(?:\\"""|[^"]|"(?!""))*"""'  # block string
+    r'|"(?:\\.|[^"\\\n\r])*"'  # string
+    r"|#[^\n\r]*"  # comment
+    r"|[_A-Za-z][_0-9A-Za-z]*"  # name
+    r"|-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"  # number
+    r"|\.\.\."  # spread
+    r"|[!$&()\[\]{}:=@|]"  # punctuator
+)
+
+
+def count_tokens(document: str, stop_after: int) -> int:
+    """The tokens of `document`, counted up to `stop_after` + 1 (then it stops).
+
+    graphql-core's parser, in pure Python, spent ~40 ms reaching the token limit of a
+    long document, and ~15 ms more locating its error in the whole text; this count, in
+    C, costs well under a millisecond, so an over-long document is refused before the
+    parser sees it. The parser keeps its own limit (MaxTokensLimiter) for the rest.
+    """
+    return sum(1 for _ in itertools.islice(_TOKEN.finditer(document), stop_after + 1))
+
+
+class _Refused(Exception):
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__()
+        self.response = response
+
+
+class _ShopGraphQLRouter(GraphQLRouter[Context, None]):
+    """strawberry's router, refusing every malformed request envelope with a 400, and a
+    document over `max_tokens` before it is parsed.
+
+    strawberry checks `query` and `variables`, but a body that is not UTF-8, or JSON
+    that is not an object (``5``), failed inside it as a 500, and a non-string
+    `operationName` went through. GET is off, so only POST bodies come here.
+    """
+
+    max_tokens: int | None = None
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context=context, root_value=root_value)
+        except _Refused as refused:
+            return refused.response
+
+    def _refuse_long(self, query: object) -> None:
+        limit = self.max_tokens
+        if limit is None or not isinstance(query, str) or count_tokens(query, limit) <= limit:
+            return
+        # The parser's own words (and its 200), without the location it would compute.
+        error = {
+            "message": f"Syntax Error: Document contains more than {limit} tokens."
+            " Parsing aborted. (graphql_max_tokens: split the request)",
+            "extensions": {"code": "TOO_MANY_TOKENS", "limit": limit},
+        }
+        raise _Refused(JSONResponse({"data": None, "errors": [error]}))
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            request = json.loads(data)
+        except ValueError:  # not JSON, or bytes that are not UTF-8
+            raise StrawberryHTTPException(
+                400, 'the body is not JSON in UTF-8: send {"query": "…"}'
+            ) from None
+        if isinstance(request, dict):
+            name = request.get("operationName")
+            if not isinstance(name, str | None):
+                raise StrawberryHTTPException(
+                    400, f"operationName must be a string or null, not {type(name).__name__}"
+                )
+            self._refuse_long(request.get("query"))
+        elif not isinstance(request, list):  # a list is a batch: strawberry refuses it
+            raise StrawberryHTTPException(
+                400,
+                f'the body must be a JSON object {{"query": "…"}}, not {type(request).__name__}',
+            )
+        return request
+
+
+# What /graphql answers, for the OpenAPI document: strawberry declares its routes with
+# an untyped 200 only. GraphQL's own schema (introspection) describes the queries; this
+# describes the HTTP around them, so a client (or schemathesis) knows every status.
+_GRAPHQL_ERRORS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["message"],
+        "properties": {
+            "message": {"type": "string"},
+            "locations": {"type": "array"},
+            "path": {"type": "array"},
+            "extensions": {"type": "object"},
+        },
+    },
+}
+_REFUSED = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["errors"],
+            "properties": {"errors": _GRAPHQL_ERRORS},
+        }
+    }
+}
+_POST_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["query"],
+                    "properties": {
+                        "query": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "a GraphQL document",
+                        },
+                        "variables": {"type": ["object", "null"]},
+                        "operationName": {"type": ["string", "null"]},
+                        "extensions": {"type": ["object", "null"]},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "the GraphQL result: data, and errors for any field that failed"
+            " (an outage is the error code UNAVAILABLE, a refused document names its limit)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "data": {"type": ["object", "null"]},
+                            "errors": _GRAPHQL_ERRORS,
+                            "extensions": {"type": "object"},
+                        },
+                    }
+                }
+            },
+        },
+        "400": {
+            "description": "not a GraphQL request: a body that is not a JSON object in"
+            " UTF-8, no query, or a field of the wrong type",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        "401": {
+            "description": "a bearer token was sent and is invalid or expired (send none"
+            " to query anonymously)",
+            "content": _REFUSED,
+        },
+        "413": {
+            "description": "the body is over graphql_max_body_bytes; refused unread",
+            "content": _REFUSED,
+        },
+    },
+}
+_GET_DOC: dict[str, Any] = {
+    "responses": {
+        "200": {
+            "description": "the GraphiQL page, for people (ShopSettings.graphql_ide)",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        "400": {
+            "description": "a query sent by GET: queries come by POST only",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    }
+}
+
+
+def _document(route: APIRoute) -> None:
+    methods = route.methods or set()
+    if "POST" in methods:
+        route.summary = "A GraphQL request (POST only; the document in the JSON body)"
+        route.openapi_extra = _POST_DOC
+    elif "GET" in methods:
+        route.summary = "The GraphiQL page"
+        route.response_class = HTMLResponse
+        route.openapi_extra = _GET_DOC

@@ -36,7 +36,26 @@ def serve(
     print(f"labkit shop on http://{host}:{port}  (API docs at /docs, GraphQL at /graphql)")
     for note in notes:
         print(f"  {note}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        **proxy_options(settings.forwarded_allow_ips),
+    )
+
+
+def proxy_options(forwarded_allow_ips: str) -> dict[str, Any]:
+    """uvicorn's options for trusting X-Forwarded-For from exactly these proxies.
+
+    uvicorn's own default trusts the header from 127.0.0.1 (or $FORWARDED_ALLOW_IPS):
+    then a client on the shop's machine could name any address it likes, and the login
+    limit per client would count nothing. Empty: the header is ignored, the client is
+    the connection's peer.
+    """
+    if not forwarded_allow_ips.strip():
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
 
 
 class ShopServer:
@@ -51,7 +70,17 @@ class ShopServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
-        self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        # A shop app's proxies come from its settings; any other app trusts none.
+        shop = getattr(getattr(app, "state", None), "shop", None)
+        trusted = shop.settings.forwarded_allow_ips if shop is not None else ""
+        self.config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            **proxy_options(trusted),
+        )
         self.server = uvicorn.Server(self.config)
         self._thread: threading.Thread | None = None
 

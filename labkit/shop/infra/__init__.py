@@ -7,14 +7,16 @@ published after its commit (`publish_now`); the cache keys are named here once.
 """
 
 from labkit.shop.infra.cache import Cache, connect, profile_key, user_key
-from labkit.shop.infra.login_limit import LoginLimit, failures_key
+from labkit.shop.infra.login_limit import Lockout, LoginLimit, client_failures_key, failures_key
 from labkit.shop.infra.messaging import AmqpPublisher, PublishError, publish_now, record_event
 
 __all__ = [
     "AmqpPublisher",
     "Cache",
+    "Lockout",
     "LoginLimit",
     "PublishError",
+    "client_failures_key",
     "connect",
     "failures_key",
     "profile_key",

@@ -150,8 +150,11 @@ def queued_json(
 # -- clients ------------------------------------------------------------------------------
 
 
-def client_for(app: Any) -> Any:
+def client_for(app: Any, client: tuple[str, int] = ("testclient", 50000)) -> Any:
     """A `fastapi.testclient.TestClient` on `app`, in process (no socket, no lifespan).
+
+    `client` is the (host, port) the app sees as the peer: two addresses stand for two
+    machines (the login limit counts per client).
 
     Not used as ``with TestClient(app)``: that runs the app's shutdown on exit and
     closes the connections a long-lived app still needs.
@@ -160,4 +163,4 @@ def client_for(app: Any) -> Any:
         # Starlette nudges towards httpx2; TestClient works the same either way.
         warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
         from fastapi.testclient import TestClient
-    return TestClient(app)
+    return TestClient(app, client=client)

@@ -115,7 +115,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the shop on this process's live services until interrupted (Ctrl-C).
 
     Unless LABKIT_SHOP_INVENTORY_URL / LABKIT_SHOP_PAYMENT_URL say otherwise, fake
-    inventory and payment services run next to it, so orders work out of the box.
+    inventory and payment services run next to it, so orders work out of the box; and
+    GraphiQL answers at GET /graphql unless LABKIT_SHOP_GRAPHQL_IDE=false.
     """
     from labkit.shop.app import server
     from labkit.shop.testing.fakes import FakeDownstream
@@ -131,6 +132,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
             notes.append(
                 f"fake inventory at {fakes.inventory.url}, fake payment at {fakes.payment.url}"
             )
+        if not given_in_environment("graphql_ide"):
+            overrides["graphql_ide"] = True  # for the people this serves: GraphiQL
         server.serve(host, port, settings_from_services(**overrides), notes=notes)
     finally:
         if fakes is not None:
