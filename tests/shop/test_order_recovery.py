@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import threading
 import uuid
+from contextlib import ExitStack
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
-from labkit import services
 from labkit.shop.app import UNAVAILABLE_BODY
 from labkit.shop.data import Order, OrderStatus, OutboxEvent
 from labkit.shop.domain import reconcile_orders
 from labkit.shop.testing import add_user, auth_header
-from labkit.shop.testing.outages import pause_support
+from labkit.shop.testing.outages import frozen
 
-pauses = pytest.mark.skipif(not pause_support().can_pause, reason=pause_support().reason)
 
 SEED_ORDER = {
     "items": [
@@ -69,18 +68,17 @@ def stuck_pending(shop_client, shop_downstream, headers, count: int = 1) -> list
     return ids
 
 
-@pauses
 def test_a_freeze_between_payment_and_confirmation_charges_once_and_confirms(
     shop_client, shop, shop_settings, shop_session, shop_downstream, as_buyer
 ):
     """The issue's scenario: payment approved, PostgreSQL frozen before the UPDATE to
     CONFIRMED; 503; the client retries with its Idempotency-Key, during the outage and
     after; the reconciler runs. Before the fix the retry was a new order, charged again."""
-    db = services.handle("postgres")
+    freeze = ExitStack()  # on from the payment's approval until the `finally`
 
     def freeze_once_approved(call, answer) -> None:
         shop_downstream.payment.before_reply = None
-        db.pause()
+        freeze.enter_context(frozen("postgres"))
 
     shop_downstream.payment.before_reply = freeze_once_approved
     headers = {**as_buyer, "Idempotency-Key": "checkout-5e1d"}
@@ -88,7 +86,7 @@ def test_a_freeze_between_payment_and_confirmation_charges_once_and_confirms(
         first = shop_client.post("/api/orders", json=SEED_ORDER, headers=headers)
         during = shop_client.post("/api/orders", json=SEED_ORDER, headers=headers)
     finally:
-        db.resume()
+        freeze.close()
     after = shop_client.post("/api/orders", json=SEED_ORDER, headers=headers)
 
     assert len(shop_downstream.payment.payments) == 1, "a retry was charged again"
