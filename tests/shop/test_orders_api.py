@@ -177,7 +177,7 @@ def test_a_retried_decline_is_the_same_402_and_no_second_payment(
     assert len(shop_downstream.inventory.calls_to("/release")) == 1
 
 
-def test_an_idempotency_key_reused_for_another_order_is_422(
+def test_an_idempotency_key_reused_for_another_order_is_409(
     shop_client, shop_session, shop_downstream, as_buyer
 ):
     headers = {**as_buyer, "Idempotency-Key": "basket-42"}
@@ -186,7 +186,7 @@ def test_an_idempotency_key_reused_for_another_order_is_422(
 
     response = shop_client.post("/api/orders", json=other, headers=headers)
 
-    assert response.status_code == 422
+    assert response.status_code == 409
     body = response.json()
     assert (body["error"], body["orderId"]) == ("IDEMPOTENCY_KEY_REUSED", first.json()["orderId"])
     assert "basket-42" in body["message"] and "new key" in body["message"]

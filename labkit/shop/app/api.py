@@ -295,9 +295,9 @@ ORDER_IN_PROGRESS_RETRY_AFTER_S = 5
     responses=error_responses(
         400, 401, 402, 409, 422,
         described={
-            409: "some items are out of stock (INVENTORY_UNAVAILABLE), or an order with this "
-            "Idempotency-Key is still being completed (ORDER_IN_PROGRESS, see Retry-After)",
-            422: "invalid order, or an Idempotency-Key used for another order",
+            409: "some items are out of stock (INVENTORY_UNAVAILABLE), or the "
+            "Idempotency-Key names an order still being completed (ORDER_IN_PROGRESS, see "
+            "Retry-After) or another order (IDEMPOTENCY_KEY_REUSED)",
         },
     ),
 )
@@ -322,7 +322,7 @@ def create_order(
             reconcile_after_seconds=shop.settings.order_reconcile_after_seconds,
         )
     except IdempotencyKeyReused as exc:
-        raise ApiError(422, "IDEMPOTENCY_KEY_REUSED", str(exc), orderId=str(exc.order_id)) from None
+        raise ApiError(409, "IDEMPOTENCY_KEY_REUSED", str(exc), orderId=str(exc.order_id)) from None
     if placed.outcome is Outcome.INVENTORY_UNAVAILABLE:
         raise ApiError(409, "INVENTORY_UNAVAILABLE", "some items are not in stock")
     if placed.outcome is Outcome.PAYMENT_DECLINED:

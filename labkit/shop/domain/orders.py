@@ -42,7 +42,8 @@ not lost, only not written yet; two things complete it:
   The retry answers what the order has become: 201/402/409 as the first answer would
   have been, or 409 ORDER_IN_PROGRESS while it is still PENDING (the order id is known
   before anything is stored, so no key-to-order record is needed). A key reused for a
-  different order is refused (422 IDEMPOTENCY_KEY_REUSED). Without a key every POST is
+  different order is refused (409 IDEMPOTENCY_KEY_REUSED: the request is valid, the key
+  conflicts with an earlier one). Without a key every POST is
   a new order, as before.
 - **the reconciler**, `reconcile_orders`: orders PENDING for longer than
   ``settings.order_reconcile_after_seconds`` (far longer than a saga takes: its calls
