@@ -8,13 +8,22 @@ published after its commit (`publish_now`); the cache keys are named here once.
 
 from labkit.shop.infra.cache import Cache, connect, profile_key, user_key
 from labkit.shop.infra.login_limit import LoginLimit, failures_key
-from labkit.shop.infra.messaging import AmqpPublisher, PublishError, publish_now, record_event
+from labkit.shop.infra.messaging import (
+    AmqpPublisher,
+    PublishError,
+    PublishSkipped,
+    amqp_parameters,
+    publish_now,
+    record_event,
+)
 
 __all__ = [
     "AmqpPublisher",
     "Cache",
     "LoginLimit",
     "PublishError",
+    "PublishSkipped",
+    "amqp_parameters",
     "connect",
     "failures_key",
     "profile_key",
