@@ -32,7 +32,7 @@ from labkit import services
 from labkit.services import Endpoint
 from labkit.shop.app import ShopServer
 from labkit.shop.data import AnalyticsCounter, OutboxEvent, ProcessedMessage
-from labkit.shop.testing import FakeDownstream, auth_header
+from labkit.shop.testing import FakeDownstream, auth_header, queued_json
 from labkit.shop.testing.outages import pause_support
 from labkit.shop.workers import (
     OrderEventConsumer,
@@ -261,3 +261,30 @@ def test_every_event_is_delivered_once_after_a_broker_outage(
         f"applied; {len(order_events) - len(set(order_events))} applied twice"
     )
     assert orders_created == len(load.accepted_orders)
+
+
+def test_a_sign_up_while_the_broker_is_frozen_is_accepted_and_its_email_relayed_after(
+    make_shop_app: Callable[..., FastAPI],
+    shop_clean: None,
+    amqp_channel: Any,
+    amqp_queue: Callable[..., str],
+) -> None:
+    """A frozen broker times out the publisher's AMQP handshake; that error (pika's own
+    AMQPConnectorException, not an AMQPError) once escaped `publish_now` as a 500."""
+    support = pause_support("rabbitmq")
+    if not support.can_pause:
+        pytest.skip(support.reason)
+    queue = amqp_queue()
+    app = make_shop_app(outbox_relay_interval=RELAY_INTERVAL, email_queue=queue)
+    user = {"email": "frozen@example.com", "name": "Frozen", "password": "SecurePass123!"}
+
+    with ShopServer(app) as server:
+        with services.paused("rabbitmq"):
+            started = time.monotonic()
+            response = httpx.post(f"{server.url}/api/users", json=user, timeout=60)
+            took = time.monotonic() - started
+        emails = queued_json(amqp_channel, queue, timeout=DELIVERY_DEADLINE)
+
+    print(f"\nsign-up with RabbitMQ frozen answered {response.status_code} in {took:.1f} s")
+    assert response.status_code == 201, response.text
+    assert [email["to"] for email in emails] == [user["email"]]
