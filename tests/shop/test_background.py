@@ -18,7 +18,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from labkit.shop.app import ShopServer
 from labkit.shop.infra import record_event
-from labkit.shop.testing import client_for, queued_json
+from labkit.shop.testing import client_for, database_outage, queued_json
 from labkit.shop.workers import BackgroundJobs, PeriodicJob
 from labkit.waiting import wait_until
 
@@ -174,3 +174,21 @@ def test_a_relay_interval_of_zero_runs_no_relay(
     app: Any = make_shop_app(outbox_relay_interval=0)
     with ShopServer(app):
         assert app.state.shop.jobs.running == ["amqp-keepalive"]
+
+
+def test_the_relay_survives_a_database_outage_and_delivers_after_it(
+    relaying_app: FastAPI, amqp_channel: BlockingChannel, amqp_queue: Callable[..., str]
+) -> None:
+    queue = amqp_queue()
+    stats = relaying_app.state.shop.jobs.stats["outbox-relay"]
+
+    with ShopServer(relaying_app):
+        with database_outage(relaying_app.state.shop.settings.database_url):
+            wait_until(lambda: stats.failures, timeout=60, message="the relay to meet the outage")
+        write_event(relaying_app, queue)
+        delivered = queued_json(amqp_channel, queue, timeout=60)
+        alive = relaying_app.state.shop.jobs.running
+
+    assert delivered == [{"ping": queue}]
+    assert "outbox-relay" in alive, "a database error is logged, never fatal"
+    assert stats.last_error is not None

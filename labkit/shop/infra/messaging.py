@@ -4,8 +4,9 @@ A handler that changes data calls `record_event` in the *same* transaction, so t
 event exists if and only if the change committed. After the commit it may call
 `publish_now` to deliver at once (welcome emails, new-post notifications: users
 expect them now). If the broker is down, the row simply stays unpublished and the
-outbox relay (labkit.shop.workers.outbox) delivers it later: the API never fails, and never
-loses a message, because RabbitMQ is unavailable.
+outbox relay (labkit.shop.workers.outbox), which the serving shop runs in the background,
+delivers it later: the API never fails, and never loses a message, because RabbitMQ is
+unavailable or frozen.
 
 Delivery is at-least-once: a crash between publish and marking the row published
 sends the event again later. Every message carries the outbox row id as AMQP
@@ -80,14 +81,16 @@ def heartbeat_timeout(settings: ShopSettings) -> int:
 
 
 def amqp_parameters(settings: ShopSettings) -> pika.URLParameters:
-    """Connection parameters whose every wait is bounded by ``amqp_timeout``.
+    """Connection parameters under which no wait on the broker is unbounded.
 
-    Connecting and the AMQP handshake are bounded by the socket and stack timeouts. A
-    broker that stops answering on an open connection (frozen, or a network that drops
-    packets) is noticed only by heartbeats: pika closes a connection that received
-    nothing for the heartbeat timeout plus 5 s, checked that often, so a publish
-    waiting for its confirm from a frozen broker gives up within 2 × (that) seconds
-    instead of the broker's 60 s default.
+    Connecting and the AMQP handshake are bounded by ``amqp_timeout`` (the socket and
+    stack timeouts). A broker that stops answering on an open connection (frozen, or a
+    network that drops packets) is noticed only by heartbeats: pika closes a connection
+    that received nothing for the heartbeat timeout plus 5 s, checked that often, so a
+    publish waiting for its confirm from a frozen broker gives up within 2 × (2 + 5) s
+    at the default amqp_timeout, not after the broker's 60 s proposal. The broker in
+    turn drops a client that sends no heartbeats for two timeouts: an idle connection
+    needs `AmqpPublisher.keepalive` (or a relay pass) to stay open.
     """
     params = pika.URLParameters(settings.amqp_url)
     params.socket_timeout = settings.amqp_timeout

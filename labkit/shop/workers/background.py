@@ -148,7 +148,8 @@ class BackgroundJobs:
         except Exception as exc:  # noqa: BLE001 (a failing pass is logged and retried, never fatal)
             stats.failures += 1
             stats.failures_in_a_row += 1
-            stats.last_error = f"{type(exc).__name__}: {exc}"
+            # Some clients' errors have no message (pika's AMQPConnectionError): then repr.
+            stats.last_error = f"{type(exc).__name__}: {str(exc) or repr(exc)}"
             doubled = job.interval * 2 ** min(stats.failures_in_a_row, 30)
             delay = max(job.interval, min(doubled, self.max_backoff))
             # Once per outage, not twice a second: the first failure, then every tenth.
