@@ -19,7 +19,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from labkit.shop.app import ShopServer
 from labkit.shop.infra import record_event
 from labkit.shop.testing import client_for, database_outage, queued_json
-from labkit.shop.workers import BackgroundJobs, PeriodicJob
+from labkit.shop.workers import BackgroundJobs, PeriodicJob, unpublished_count
 from labkit.waiting import wait_until
 
 # -- BackgroundJobs ----------------------------------------------------------------------
@@ -192,3 +192,37 @@ def test_the_relay_survives_a_database_outage_and_delivers_after_it(
     assert delivered == [{"ping": queue}]
     assert "outbox-relay" in alive, "a database error is logged, never fatal"
     assert stats.last_error is not None
+
+
+def test_two_shops_relaying_at_once_send_each_event_once(
+    make_shop_app: Callable[..., FastAPI],
+    shop_clean: None,
+    amqp_channel: BlockingChannel,
+    amqp_queue: Callable[..., str],
+) -> None:
+    queue = amqp_queue()
+    apps = [make_shop_app(outbox_relay_interval=0.05, outbox_relay_batch_size=20) for _ in range(2)]
+    events = 300
+
+    with ShopServer(apps[0]), ShopServer(apps[1]):  # both relays polling, then the events
+        with apps[0].state.shop.sessions() as session, session.begin():
+            for number in range(events):
+                record_event(
+                    session,
+                    aggregate="test",
+                    aggregate_id=uuid.uuid4(),
+                    event_type="PING",
+                    destination=queue,
+                    payload={"n": number},
+                )
+        wait_until(
+            lambda: unpublished_count(apps[0].state.shop.sessions) == 0,
+            timeout=120,
+            message="both relays to publish every event",
+        )
+    message_ids = []
+    while (got := amqp_channel.basic_get(queue, auto_ack=True))[0] is not None:
+        message_ids.append(got[1].message_id)
+
+    assert len(message_ids) == events
+    assert len(set(message_ids)) == events, "an event was published twice"
