@@ -226,3 +226,29 @@ def test_two_shops_relaying_at_once_send_each_event_once(
 
     assert len(message_ids) == events
     assert len(set(message_ids)) == events, "an event was published twice"
+
+
+def test_a_job_still_in_its_pass_after_stop_is_not_started_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    in_pass: list[str] = []
+
+    def stuck() -> None:  # a publish waiting on a frozen broker
+        in_pass.append(_thread())
+        release.wait(30)
+
+    jobs = BackgroundJobs([PeriodicJob("relay", 0.01, stuck)])
+    jobs.start()
+    wait_until(lambda: in_pass, timeout=10, message="the pass to begin")
+    with caplog.at_level(logging.WARNING, logger="labkit.shop.workers.background"):
+        jobs.stop(timeout=0.1)
+        jobs.start()
+    release.set()
+
+    assert in_pass == ["shop-relay"], "one thread in the job at a time"
+    assert "still finishing a pass" in caplog.text
+    wait_until(lambda: not jobs.running, timeout=10, message="the old thread to end")
+    jobs.start()
+    wait_until(lambda: len(in_pass) == 2, timeout=10, message="a restart once it ended")
+    jobs.stop()

@@ -25,6 +25,9 @@ def serve(
 ) -> None:
     """Migrate the schema, then serve the shop with uvicorn until interrupted (Ctrl-C).
 
+    The app's lifespan runs the shop's background jobs meanwhile: the outbox relay
+    every ``settings.outbox_relay_interval`` seconds (0: off).
+
     `settings` default to the ``LABKIT_SHOP_*`` environment; `notes` are printed under
     the banner. ``labkit shop serve`` (`labkit.shop.testing.serve`) passes settings on
     labkit's live services, with fake inventory and payment services.

@@ -105,7 +105,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the shop on this process's live services until interrupted (Ctrl-C).
 
     Unless LABKIT_SHOP_INVENTORY_URL / LABKIT_SHOP_PAYMENT_URL say otherwise, fake
-    inventory and payment services run next to it, so orders work out of the box.
+    inventory and payment services run next to it, so orders work out of the box. The
+    outbox relay runs while it serves (LABKIT_SHOP_OUTBOX_RELAY_INTERVAL, 0.5 s).
     """
     from labkit.shop.app import server
     from labkit.shop.testing.fakes import FakeDownstream

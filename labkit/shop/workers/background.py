@@ -78,6 +78,8 @@ class BackgroundJobs:
         self.max_backoff = max_backoff
         self.stats: dict[str, JobStats] = {job.name: JobStats() for job in self.jobs}
         self._running: dict[str, _Running] = {}
+        # Threads told to stop that were still in a pass when `stop` gave up waiting.
+        self._stopping: dict[str, _Running] = {}
         self._lock = threading.Lock()
 
     def add(self, job: PeriodicJob) -> None:
@@ -93,15 +95,27 @@ class BackgroundJobs:
 
     @property
     def running(self) -> list[str]:
-        """Names of the jobs whose threads are alive."""
+        """Names of the jobs whose threads are alive (stopping ones included)."""
         with self._lock:
-            return [name for name, run in self._running.items() if run.thread.is_alive()]
+            runs = [*self._running.items(), *self._stopping.items()]
+        return sorted({name for name, run in runs if run.thread.is_alive()})
 
     def start(self) -> Self:
         """Start every job that is on (interval > 0) and not running yet."""
         with self._lock:
             for job in self.jobs:
                 if job.interval == 0 or job.name in self._running:
+                    continue
+                previous = self._stopping.pop(job.name, None)
+                if previous is not None and previous.thread.is_alive():
+                    # Its job's clients (a pika connection) belong to that thread: a
+                    # second thread on them now would corrupt both.
+                    self._stopping[job.name] = previous
+                    log.warning(
+                        "background job %s not started: its previous thread is still "
+                        "finishing a pass (start again once it has)",
+                        job.name,
+                    )
                     continue
                 stop = threading.Event()
                 thread = threading.Thread(
@@ -127,6 +141,8 @@ class BackgroundJobs:
             run.thread.join(max(0.0, deadline - time.monotonic()))
             if run.thread.is_alive():
                 log.warning("background job %s did not stop within %.0f s", name, timeout)
+                with self._lock:
+                    self._stopping[name] = run
 
     def _loop(self, job: PeriodicJob, stop: threading.Event) -> None:
         stats = self.stats[job.name]
