@@ -15,6 +15,7 @@ worker is refused by the next. Make one with
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from typing import Literal
@@ -29,6 +30,8 @@ PasswordProfile = Literal["owasp", "fast"]
 # the signature it makes, and an empty one signs nothing at all (PyJWT refuses it, so
 # every login would be a 500). RFC 7518 §3.2 asks for at least this much.
 JWT_SECRET_MIN_BYTES = 32
+# Below this a relay would poll PostgreSQL in a tight loop for no gain in lag.
+MIN_RELAY_INTERVAL = 0.05
 MAKE_A_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
@@ -126,6 +129,22 @@ class ShopSettings(BaseSettings):
     # exploring the shop (`labkit shop serve` turns it on), not part of the API.
     graphql_ide: bool = Field(False, description="serve GraphiQL at GET /graphql")
 
+    # -- background jobs ---------------------------------------------------------
+    # The serving shop (its lifespan, or ShopServer) runs these on threads of its own.
+    outbox_relay_interval: float = Field(
+        0.5,
+        description="seconds between passes of the outbox relay while the shop serves; "
+        "0 turns it off (for tests and lessons that call relay_once themselves)",
+    )
+    outbox_relay_batch_size: int = Field(100, ge=1, description="events per relay transaction")
+    background_max_backoff: float = Field(
+        2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="longest wait, in seconds, between retries of a failing background job "
+        "(broker or database down): after an outage, work resumes within it",
+    )
+
     # -- cache and queues --------------------------------------------------------
     user_cache_ttl_seconds: int = Field(3600, gt=0)
     profile_cache_ttl_seconds: int = Field(60, gt=0)
@@ -164,6 +183,17 @@ class ShopSettings(BaseSettings):
                 "(or leave it unset for a random one per process, fine for a single worker)"
             )
         return secret
+
+    @field_validator("outbox_relay_interval")
+    @classmethod
+    def _relay_interval_is_sane(cls, seconds: float) -> float:
+        """Refuse an interval that would spin or make no sense, saying what to give."""
+        if not math.isfinite(seconds) or seconds < 0 or 0 < seconds < MIN_RELAY_INTERVAL:
+            raise ValueError(
+                f"the outbox relay interval ({ENV_PREFIX}OUTBOX_RELAY_INTERVAL) is {seconds} s; "
+                f"give 0 (relay off) or at least {MIN_RELAY_INTERVAL} s, e.g. 0.5"
+            )
+        return seconds
 
 
 def given_in_environment(field: str) -> bool:

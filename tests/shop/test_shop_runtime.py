@@ -69,6 +69,25 @@ def test_a_32_byte_jwt_secret_is_taken_and_unset_draws_a_random_one_per_process(
     assert len(drawn[0].encode()) >= 32 and drawn[0] != drawn[1]
 
 
+@pytest.mark.parametrize("given", ["-1", "0.001", "nan"])
+def test_a_relay_interval_that_would_spin_or_means_nothing_is_refused(monkeypatch, given):
+    monkeypatch.setenv("LABKIT_SHOP_OUTBOX_RELAY_INTERVAL", given)
+
+    with pytest.raises(ValidationError) as refused:
+        ShopSettings(database_url="x", redis_url="x", amqp_url="x")
+
+    message = str(refused.value)
+    assert "LABKIT_SHOP_OUTBOX_RELAY_INTERVAL) is" in message  # what was given
+    assert "give 0 (relay off) or at least 0.05 s, e.g. 0.5" in message  # what to give
+
+
+def test_the_relay_runs_every_half_second_unless_turned_off():
+    urls = {"database_url": "x", "redis_url": "x", "amqp_url": "x"}
+
+    assert ShopSettings(**urls).outbox_relay_interval == 0.5
+    assert ShopSettings(**urls, outbox_relay_interval=0).outbox_relay_interval == 0
+
+
 def test_an_empty_jwt_secret_never_reaches_a_live_login(make_shop_app):
     with pytest.raises(ValidationError, match="is 0 bytes long"):
         make_shop_app(jwt_secret="")

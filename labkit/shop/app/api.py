@@ -21,6 +21,7 @@ commit comes first (with the event in the outbox), then the cache, then the brok
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -69,8 +70,13 @@ def create_app(settings: ShopSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        shop.close()
+        # Serving starts the background jobs (the outbox relay); shutting down stops
+        # them, waiting for a pass in progress, off the event loop.
+        shop.jobs.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(shop.close)
 
     app = FastAPI(title="labkit shop", version="1.0", lifespan=lifespan)
     app.state.shop = shop

@@ -2,6 +2,10 @@
 
 `create_app` keeps one `Shop` on ``app.state.shop``; handlers get it through FastAPI
 dependencies, so a test can build an app against any endpoints it likes.
+
+`Shop.jobs` are the periodic jobs that run beside the requests while the shop serves
+(the app's lifespan, or `ShopServer`, starts them): today the outbox relay. Another
+job is one more `PeriodicJob` in the list in `from_settings`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from labkit.shop.infra.cache import Cache
 from labkit.shop.infra.login_limit import LoginLimit
 from labkit.shop.infra.messaging import AmqpPublisher
 from labkit.shop.settings import ShopSettings
+from labkit.shop.workers.background import BackgroundJobs, PeriodicJob
+from labkit.shop.workers.outbox import OutboxRelay
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Shop:
     login_limit: LoginLimit
     publisher: AmqpPublisher
     downstream: Downstream
+    jobs: BackgroundJobs
 
     @classmethod
     def from_settings(cls, settings: ShopSettings) -> Shop:
@@ -38,15 +45,27 @@ class Shop:
         # connect on first use, so building an app never fails on a down dependency.
         engine = create_engine_for(settings)
         client = cache_module.connect(settings)
+        sessions = session_factory(engine)
+        # One PeriodicJob per line; each runs on its own thread while the shop serves,
+        # and one whose interval is 0 is off.
+        publisher = AmqpPublisher(settings)
+        jobs = BackgroundJobs(
+            [
+                OutboxRelay.from_settings(settings, sessions).job(settings.outbox_relay_interval),
+                PeriodicJob("amqp-keepalive", publisher.keepalive_interval, publisher.keepalive),
+            ],
+            max_backoff=settings.background_max_backoff,
+        )
         return cls(
             settings=settings,
             engine=engine,
-            sessions=session_factory(engine),
+            sessions=sessions,
             redis=client,
             cache=Cache(client, settings),
             login_limit=LoginLimit(client, settings),
-            publisher=AmqpPublisher(settings),
+            publisher=publisher,
             downstream=Downstream(settings),
+            jobs=jobs,
         )
 
     def reconcile_orders(self) -> dict[str, int]:
@@ -55,6 +74,8 @@ class Shop:
         return reconcile_orders(self.sessions, self.downstream, self.settings)
 
     def close(self) -> None:
+        """Stop the background jobs, then close every client (the jobs use some)."""
+        self.jobs.stop()
         self.downstream.close()
         self.publisher.close()
         self.redis.close()

@@ -14,6 +14,7 @@ from typing import Any, Self
 from labkit.shop.app.api import create_app
 from labkit.shop.data.db import upgrade
 from labkit.shop.settings import ShopSettings
+from labkit.shop.workers.background import BackgroundJobs
 
 
 def serve(
@@ -23,6 +24,9 @@ def serve(
     notes: Sequence[str] = (),
 ) -> None:
     """Migrate the schema, then serve the shop with uvicorn until interrupted (Ctrl-C).
+
+    The app's lifespan runs the shop's background jobs meanwhile: the outbox relay
+    every ``settings.outbox_relay_interval`` seconds (0: off).
 
     `settings` default to the ``LABKIT_SHOP_*`` environment; `notes` are printed under
     the banner. ``labkit shop serve`` (`labkit.shop.testing.serve`) passes settings on
@@ -34,6 +38,8 @@ def serve(
         settings = ShopSettings()  # type: ignore[call-arg]  # fields from LABKIT_SHOP_*
     upgrade(settings.database_url)
     print(f"labkit shop on http://{host}:{port}  (API docs at /docs, GraphQL at /graphql)")
+    relay = settings.outbox_relay_interval
+    print(f"  outbox relay every {relay:g} s" if relay else "  outbox relay off (interval 0)")
     for note in notes:
         print(f"  {note}")
     uvicorn.run(
@@ -65,9 +71,17 @@ class ShopServer:
 
         >>> with ShopServer(app) as server:
         ...     httpx.get(f"{server.url}/health")
+
+    While it serves, the shop's background jobs run (its outbox relay), as under
+    ``labkit shop serve``; ``background=False`` serves without them. The app's lifespan
+    stays off: its shutdown closes the shop's clients, and a test's app outlives the
+    server (one app, several servers, a TestClient after). So the server starts and
+    stops the jobs itself, and leaves the app open.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, background: bool = True
+    ) -> None:
         import uvicorn
 
         # A shop app's proxies come from its settings; any other app trusts none.
@@ -83,6 +97,8 @@ class ShopServer:
         )
         self.server = uvicorn.Server(self.config)
         self._thread: threading.Thread | None = None
+        shop = getattr(getattr(app, "state", None), "shop", None)
+        self.jobs: BackgroundJobs | None = shop.jobs if background and shop is not None else None
 
     @property
     def url(self) -> str:
@@ -100,12 +116,16 @@ class ShopServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the shop server did not start within {timeout}s (see its log)")
             time.sleep(0.02)
+        if self.jobs is not None:
+            self.jobs.start()
         return self
 
     def stop(self) -> None:
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.jobs is not None:
+            self.jobs.stop()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -8,7 +8,14 @@ published after its commit (`publish_now`); the cache keys are named here once.
 
 from labkit.shop.infra.cache import Cache, connect, profile_key, user_key
 from labkit.shop.infra.login_limit import Lockout, LoginLimit, client_failures_key, failures_key
-from labkit.shop.infra.messaging import AmqpPublisher, PublishError, publish_now, record_event
+from labkit.shop.infra.messaging import (
+    AmqpPublisher,
+    PublishError,
+    PublishSkipped,
+    amqp_parameters,
+    publish_now,
+    record_event,
+)
 
 __all__ = [
     "AmqpPublisher",
@@ -16,6 +23,8 @@ __all__ = [
     "Lockout",
     "LoginLimit",
     "PublishError",
+    "PublishSkipped",
+    "amqp_parameters",
     "client_failures_key",
     "connect",
     "failures_key",

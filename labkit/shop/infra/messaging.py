@@ -4,8 +4,9 @@ A handler that changes data calls `record_event` in the *same* transaction, so t
 event exists if and only if the change committed. After the commit it may call
 `publish_now` to deliver at once (welcome emails, new-post notifications: users
 expect them now). If the broker is down, the row simply stays unpublished and the
-outbox relay (labkit.shop.workers.outbox) delivers it later: the API never fails, and never
-loses a message, because RabbitMQ is unavailable.
+outbox relay (labkit.shop.workers.outbox), which the serving shop runs in the background,
+delivers it later: the API never fails, and never loses a message, because RabbitMQ is
+unavailable or frozen.
 
 Delivery is at-least-once: a crash between publish and marking the row published
 sends the event again later. Every message carries the outbox row id as AMQP
@@ -19,14 +20,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -59,28 +65,95 @@ def record_event(
     return event
 
 
+# What a broker that is down, frozen or unreachable raises. pika's connection workflow
+# raises its own AMQPConnectorException (not an AMQPError) when the AMQP handshake times
+# out, as it does against a frozen broker: missing it turned a sign-up into a 500.
+BROKER_ERRORS: tuple[type[Exception], ...] = (
+    pika.exceptions.AMQPError,
+    AMQPConnectorException,
+    OSError,
+)
+
+
+def heartbeat_timeout(settings: ShopSettings) -> int:
+    """Whole seconds (pika's unit), at least 1: ``amqp_timeout`` rounded up."""
+    return max(1, math.ceil(settings.amqp_timeout))
+
+
+def amqp_parameters(settings: ShopSettings) -> pika.URLParameters:
+    """Connection parameters under which no wait on the broker is unbounded.
+
+    Connecting and the AMQP handshake are bounded by ``amqp_timeout`` (the socket and
+    stack timeouts). A broker that stops answering on an open connection (frozen, or a
+    network that drops packets) is noticed only by heartbeats: pika closes a connection
+    that received nothing for the heartbeat timeout plus 5 s, checked that often, so a
+    publish waiting for its confirm from a frozen broker gives up within 2 × (2 + 5) s
+    at the default amqp_timeout, not after the broker's 60 s proposal. The broker in
+    turn drops a client that sends no heartbeats for two timeouts: an idle connection
+    needs `AmqpPublisher.keepalive` (or a relay pass) to stay open.
+    """
+    params = pika.URLParameters(settings.amqp_url)
+    params.socket_timeout = settings.amqp_timeout
+    params.stack_timeout = settings.amqp_timeout
+    params.blocked_connection_timeout = settings.amqp_timeout
+    params.heartbeat = heartbeat_timeout(settings)
+    params.connection_attempts = 1
+    return params
+
+
 class PublishError(RuntimeError):
     """The broker could not be reached or did not confirm the message."""
 
 
+class PublishSkipped(PublishError):
+    """Not even tried: the connection is busy, or the broker failed a moment ago."""
+
+
 class AmqpPublisher:
-    """One lazily opened connection, shared by threads under a lock, reopened on failure.
+    """One lazily opened connection, shared by threads one at a time, reopened on failure.
 
     pika's BlockingConnection is not thread-safe, hence the lock; web handlers run in
-    a thread pool.
+    a thread pool. Publishing inline is a courtesy (users expect a welcome email now):
+    the outbox relay is what guarantees delivery. So a request never queues behind a
+    broker in trouble: it waits at most `turn_timeout` seconds for its turn on the
+    connection, and for ``amqp_timeout`` seconds after a failure the publisher does not
+    try at all (`PublishSkipped`); either way the event stays for the relay.
     """
 
+    turn_timeout = 0.25
+
     def __init__(self, settings: ShopSettings) -> None:
-        params = pika.URLParameters(settings.amqp_url)
-        params.socket_timeout = settings.amqp_timeout
-        params.stack_timeout = settings.amqp_timeout
-        params.blocked_connection_timeout = settings.amqp_timeout
-        params.connection_attempts = 1
-        self.params = params
-        self._lock = threading.Lock()
+        self.params = amqp_parameters(settings)
+        self.pause_after_failure = settings.amqp_timeout
+        self.keepalive_interval = heartbeat_timeout(settings) / 2
+        self._lock = threading.RLock()
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self._declared: set[str] = set()
+        self._failed_at: float | None = None
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """This thread's turn on the connection (reentrant); `PublishSkipped` if the
+        broker failed within ``amqp_timeout`` seconds or the turn does not come within
+        `turn_timeout` seconds. `publish_now` takes it before its database transaction,
+        so a request waiting here holds no database connection."""
+        failed_at = self._failed_at
+        if failed_at is not None and time.monotonic() - failed_at < self.pause_after_failure:
+            raise PublishSkipped(
+                f"the broker at {self.params.host}:{self.params.port} failed "
+                f"{time.monotonic() - failed_at:.1f} s ago; not retried for "
+                f"{self.pause_after_failure:g} s"
+            )
+        if not self._lock.acquire(timeout=self.turn_timeout):
+            raise PublishSkipped(
+                f"the connection to {self.params.host}:{self.params.port} stayed busy for "
+                f"{self.turn_timeout} s (another publish is waiting on the broker)"
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _open_channel(self) -> BlockingChannel:
         if self._channel is None or not self._channel.is_open:
@@ -94,7 +167,7 @@ class AmqpPublisher:
         if self._connection is not None and self._connection.is_open:
             try:
                 self._connection.close()
-            except pika.exceptions.AMQPError:
+            except BROKER_ERRORS:
                 pass
         self._connection = self._channel = None
         self._declared.clear()
@@ -110,10 +183,12 @@ class AmqpPublisher:
             type=message_type or None,
         )
         payload = json.dumps(body).encode()
-        with self._lock:
-            # One retry on a fresh connection: an idle one may have been closed by
-            # the broker (missed heartbeats) since the last publish.
+        with self.turn():
+            # One retry on a fresh connection if the one we had was found closed (the
+            # broker restarted, or dropped it): not after a fresh connection failed,
+            # nor after a heartbeat timeout, where the broker itself is not answering.
             for attempt in (1, 2):
+                reused = self._channel is not None and self._channel.is_open
                 try:
                     channel = self._open_channel()
                     if queue not in self._declared:
@@ -126,14 +201,36 @@ class AmqpPublisher:
                         properties=properties,
                         mandatory=True,
                     )
+                    self._failed_at = None
                     return
-                except (pika.exceptions.AMQPError, OSError) as exc:
+                except BROKER_ERRORS as exc:
                     self._drop()
-                    if attempt == 2:
+                    stale = reused and not isinstance(exc, pika.exceptions.AMQPHeartbeatTimeout)
+                    if attempt == 2 or not stale:
+                        self._failed_at = time.monotonic()
                         raise PublishError(
                             f"could not publish to queue {queue!r} at "
                             f"{self.params.host}:{self.params.port}: {exc!r}"
                         ) from exc
+
+    def keepalive(self) -> None:
+        """Answer the broker's heartbeats on an idle connection, if nobody is using it.
+
+        Between requests nobody reads the connection, and the broker closes a client
+        that misses its heartbeats; the serving shop calls this every
+        `keepalive_interval` seconds (one of its background jobs), so the next publish
+        finds the connection open.
+        """
+        if not self._lock.acquire(blocking=False):
+            return  # a publish is using it, and reads the socket meanwhile
+        try:
+            if self._connection is not None and self._connection.is_open:
+                try:
+                    self._connection.process_data_events(0)
+                except BROKER_ERRORS:
+                    self._drop()
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -146,10 +243,12 @@ def publish_now(
     """Publish one committed outbox event right away; False if it stays for the relay.
 
     The row is locked with SKIP LOCKED, so a relay working at the same moment either
-    waits for us or skips it: the event is not sent twice by the two of them.
+    waits for us or skips it: the event is not sent twice by the two of them. The
+    publisher's turn is taken first: a request whose turn does not come, or that finds
+    the broker failed a moment ago, returns at once and holds no database connection.
     """
     try:
-        with factory() as session, session.begin():
+        with publisher.turn(), factory() as session, session.begin():
             event = session.scalars(
                 select(OutboxEvent)
                 .where(OutboxEvent.id == event_id, OutboxEvent.published_at.is_(None))
@@ -165,6 +264,14 @@ def publish_now(
             )
             event.published_at = datetime.now(UTC)
         return True
+    except PublishSkipped as exc:
+        log.info("event %s left in the outbox for the relay: %s", event_id, exc)
+        return False
     except (PublishError, SQLAlchemyError) as exc:
         log.warning("event %s left in the outbox for the relay: %s", event_id, exc)
+        return False
+    except Exception:
+        # After the commit no failure here may fail the request: the sign-up exists,
+        # and a client that retried a 500 would only meet a 409. The relay sends it.
+        log.exception("event %s left in the outbox for the relay (unexpected error)", event_id)
         return False

@@ -115,8 +115,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the shop on this process's live services until interrupted (Ctrl-C).
 
     Unless LABKIT_SHOP_INVENTORY_URL / LABKIT_SHOP_PAYMENT_URL say otherwise, fake
-    inventory and payment services run next to it, so orders work out of the box; and
-    GraphiQL answers at GET /graphql unless LABKIT_SHOP_GRAPHQL_IDE=false.
+    inventory and payment services run next to it, so orders work out of the box;
+    GraphiQL answers at GET /graphql unless LABKIT_SHOP_GRAPHQL_IDE=false; and the
+    outbox relay runs while it serves (LABKIT_SHOP_OUTBOX_RELAY_INTERVAL, 0.5 s).
     """
     from labkit.shop.app import server
     from labkit.shop.testing.fakes import FakeDownstream

@@ -14,11 +14,17 @@ time), publishes each to its destination queue — persistent, with the row id a
 transaction. A crash after a publish but before that commit leaves the rows
 unpublished, so the next pass sends them again: delivery is *at least* once, and
 consumers must be idempotent. `OrderEventConsumer` is: it records each message id
-in ``processed_messages`` in the same transaction as its counter updates.
+in ``processed_messages`` (`claim_message`) in the same transaction as its counter
+updates; `IdempotentConsumer` is that pattern for any consumer.
+
+`OutboxRelay` is `relay_once` as a background job with a connection of its own, which
+the serving shop runs every ``outbox_relay_interval`` seconds: nothing has to call
+`relay_once` by hand while the shop serves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -36,6 +42,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labkit.shop.data.models import AnalyticsCounter, OutboxEvent, ProcessedMessage
 from labkit.shop.infra.cache import profile_key
+from labkit.shop.infra.messaging import BROKER_ERRORS, amqp_parameters
+from labkit.shop.settings import ShopSettings
+from labkit.shop.workers.background import PeriodicJob
 from labkit.shop.workers.worker import add_to_counter
 
 log = logging.getLogger(__name__)
@@ -99,45 +108,112 @@ def unpublished_count(session_factory: sessionmaker[Session]) -> int:
         ).scalar_one()
 
 
+class OutboxRelay:
+    """The relay as a background job: `relay_once` on a connection of its own.
+
+    The serving shop runs `run_pass` every ``outbox_relay_interval`` seconds (see
+    `labkit.shop.workers.background`). A pass publishes what is waiting, a batch per
+    transaction, up to `max_batches` batches (so a backlog after an outage drains
+    over a few passes without holding up a stop). A broker error drops the connection
+    and propagates; the next pass opens a new one, so the relay reconnects by itself.
+    A database error propagates too, and leaves the connection open: rows not marked
+    published stay for the next pass. Several relays (one per shop worker) may run at
+    once: `relay_once` locks its rows with SKIP LOCKED, so no row is sent by two.
+    """
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        connection_params: pika.connection.Parameters,
+        batch_size: int = 100,
+        max_batches: int = 10,
+    ) -> None:
+        self.session_factory = session_factory
+        self.connection_params = connection_params
+        self.batch_size = batch_size
+        self.max_batches = max_batches
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: ShopSettings, session_factory: sessionmaker[Session]
+    ) -> OutboxRelay:
+        return cls(
+            session_factory,
+            amqp_parameters(settings),
+            batch_size=settings.outbox_relay_batch_size,
+        )
+
+    def run_pass(self) -> int:
+        """Publish the waiting events, oldest first; how many were published."""
+        published = 0
+        try:
+            channel = self._open()
+            for _ in range(self.max_batches):
+                sent = relay_once(self.session_factory, channel, self.batch_size)
+                published += sent
+                if sent < self.batch_size:
+                    break
+            assert self._connection is not None
+            # Between passes nobody reads the socket: answering the broker's heartbeats
+            # here keeps an idle relay's connection, and notices a dead broker.
+            self._connection.process_data_events(0)
+        except BROKER_ERRORS:
+            self.close()
+            raise
+        return published
+
+    def close(self) -> None:
+        """Close the connection (the next pass opens another)."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(*BROKER_ERRORS):
+                connection.close()
+
+    def job(self, interval: float) -> PeriodicJob:
+        """This relay as a `PeriodicJob` for `BackgroundJobs`."""
+        return PeriodicJob("outbox-relay", interval, self.run_pass, self.close)
+
+    def _open(self) -> BlockingChannel:
+        if self._channel is None or not self._channel.is_open:
+            self.close()
+            self._connection = pika.BlockingConnection(self.connection_params)
+            self._channel = relay_channel(self._connection)
+        return self._channel
+
+
 Handled = Literal["applied", "duplicate"]
 
 
-class OrderEventConsumer:
-    """Keeps analytics counters and the ``stats:orders`` cache in step with order events.
+def claim_message(session: Session, consumer: str, message_id: str) -> bool:
+    """Record that `consumer` applies `message_id`, in `session`'s transaction; False
+    if it was recorded before (a redelivery: apply nothing).
 
-    The counters live in PostgreSQL, updated in the transaction that records the
-    message id: applied exactly once per event. The cache is written *after* that
-    commit from the counters' committed values, so it never shows a count the
-    database does not have; a failed cache write is healed by the next event. With
-    several consumers a slower one may write an older snapshot last: the cache is
-    eventually consistent, corrected by the next event, never ahead of the database.
+    Concurrent deliveries of one message wait on each other here (the unique key), so
+    only one of them applies it, whatever the number of consumers.
+    """
+    claimed = session.execute(
+        insert(ProcessedMessage)
+        .values(message_id=f"{consumer}:{message_id}", consumer=consumer)
+        .on_conflict_do_nothing()
+        .returning(ProcessedMessage.message_id)
+    ).scalar_one_or_none()
+    return claimed is not None
+
+
+class IdempotentConsumer:
+    """A consumer of relayed events that applies each message id once.
+
+    Subclasses name themselves (`name`, the ``consumer`` in ``processed_messages``)
+    and implement `apply`, which calls `claim_message` in the transaction that makes
+    the message's effect.
     """
 
-    name = "order-events-consumer"
-
-    def __init__(self, session_factory: sessionmaker[Session], redis_client: redis.Redis) -> None:
-        self.session_factory = session_factory
-        self.redis = redis_client
+    name = "consumer"
 
     def apply(self, message_id: str, event: dict[str, Any]) -> Handled:
-        """Apply one event (an ORDER_CREATED payload) unless it was applied before."""
-        if event.get("eventType") != "ORDER_CREATED":
-            raise ValueError(f"expected an ORDER_CREATED event, got {event.get('eventType')!r}")
-        cents = int(Decimal(str(event["totalAmount"])) * 100)
-        with self.session_factory() as session, session.begin():
-            claimed = session.execute(
-                insert(ProcessedMessage)
-                .values(message_id=f"{self.name}:{message_id}", consumer=self.name)
-                .on_conflict_do_nothing()
-                .returning(ProcessedMessage.message_id)
-            ).scalar_one_or_none()
-            if claimed is None:
-                return "duplicate"
-            add_to_counter(session.connection(), "orders_created", 1)
-            add_to_counter(session.connection(), "orders_revenue_cents", cents)
-            stats = self._counters(session)
-        self._refresh_cache(stats, event.get("userId"))
-        return "applied"
+        raise NotImplementedError
 
     def handle_next(
         self, channel: BlockingChannel, queue: str, timeout: float = 1.0
@@ -164,6 +240,38 @@ class OrderEventConsumer:
         outcome = self.apply(properties.message_id, json.loads(body))
         channel.basic_ack(method.delivery_tag)
         return outcome
+
+
+class OrderEventConsumer(IdempotentConsumer):
+    """Keeps analytics counters and the ``stats:orders`` cache in step with order events.
+
+    The counters live in PostgreSQL, updated in the transaction that records the
+    message id: applied exactly once per event. The cache is written *after* that
+    commit from the counters' committed values, so it never shows a count the
+    database does not have; a failed cache write is healed by the next event. With
+    several consumers a slower one may write an older snapshot last: the cache is
+    eventually consistent, corrected by the next event, never ahead of the database.
+    """
+
+    name = "order-events-consumer"
+
+    def __init__(self, session_factory: sessionmaker[Session], redis_client: redis.Redis) -> None:
+        self.session_factory = session_factory
+        self.redis = redis_client
+
+    def apply(self, message_id: str, event: dict[str, Any]) -> Handled:
+        """Apply one event (an ORDER_CREATED payload) unless it was applied before."""
+        if event.get("eventType") != "ORDER_CREATED":
+            raise ValueError(f"expected an ORDER_CREATED event, got {event.get('eventType')!r}")
+        cents = int(Decimal(str(event["totalAmount"])) * 100)
+        with self.session_factory() as session, session.begin():
+            if not claim_message(session, self.name, message_id):
+                return "duplicate"
+            add_to_counter(session.connection(), "orders_created", 1)
+            add_to_counter(session.connection(), "orders_revenue_cents", cents)
+            stats = self._counters(session)
+        self._refresh_cache(stats, event.get("userId"))
+        return "applied"
 
     def _counters(self, session: Session) -> dict[str, int]:
         rows = session.scalars(
