@@ -165,7 +165,10 @@ class ShopSettings(BaseSettings):
         " well above 3 × downstream_timeout",
     )
     order_reconcile_every_seconds: float = Field(
-        10.0, gt=0, description="how often the serving shop runs its reconciler"
+        10.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="how often the serving shop runs its reconciler; 0 turns it off",
     )
 
     @field_validator("jwt_secret")

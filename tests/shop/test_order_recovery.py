@@ -12,14 +12,16 @@ import uuid
 from contextlib import ExitStack
 from datetime import timedelta
 
+import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from labkit.shop.app import UNAVAILABLE_BODY
+from labkit.shop.app import UNAVAILABLE_BODY, ShopServer
 from labkit.shop.data import Order, OrderStatus, OutboxEvent
 from labkit.shop.domain import reconcile_orders
 from labkit.shop.testing import add_user, auth_header
 from labkit.shop.testing.outages import frozen
+from labkit.waiting import wait_until
 
 
 SEED_ORDER = {
@@ -133,6 +135,24 @@ def test_a_retry_of_an_order_stuck_past_the_reconcile_age_completes_it(
     )
 
     assert (response.status_code, response.json()["orderId"]) == (201, order_id)
+    assert len(shop_downstream.payment.payments) == 1
+    assert len(order_created_events(shop_session)) == 1
+
+
+def test_the_serving_shop_completes_a_stuck_order_on_its_own(
+    make_shop_app, shop_clean, shop_session, shop_downstream, buyer
+):
+    """No test code calls the reconciler: the served shop's background job does."""
+    app = make_shop_app(order_reconcile_every_seconds=0.2, order_reconcile_after_seconds=0.5)
+    headers = auth_header(app.state.shop.settings, buyer.id)
+    with ShopServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        (order_id,) = stuck_pending(client, shop_downstream, headers)
+
+        def confirmed() -> bool:
+            shop_session.expire_all()
+            return shop_session.get(Order, uuid.UUID(order_id)).status == OrderStatus.CONFIRMED
+
+        wait_until(confirmed, timeout=30, message="the serving shop's reconciler confirmed it")
     assert len(shop_downstream.payment.payments) == 1
     assert len(order_created_events(shop_session)) == 1
 

@@ -4,8 +4,8 @@
 dependencies, so a test can build an app against any endpoints it likes.
 
 `Shop.jobs` are the periodic jobs that run beside the requests while the shop serves
-(the app's lifespan, or `ShopServer`, starts them): today the outbox relay. Another
-job is one more `PeriodicJob` in the list in `from_settings`.
+(the app's lifespan, or `ShopServer`, starts them): the outbox relay and the order
+reconciler. Another job is one more `PeriodicJob` in the list in `from_settings`.
 """
 
 from __future__ import annotations
@@ -49,10 +49,16 @@ class Shop:
         # One PeriodicJob per line; each runs on its own thread while the shop serves,
         # and one whose interval is 0 is off.
         publisher = AmqpPublisher(settings)
+        downstream = Downstream(settings)
         jobs = BackgroundJobs(
             [
                 OutboxRelay.from_settings(settings, sessions).job(settings.outbox_relay_interval),
                 PeriodicJob("amqp-keepalive", publisher.keepalive_interval, publisher.keepalive),
+                PeriodicJob(
+                    "order-reconciler",
+                    settings.order_reconcile_every_seconds,
+                    lambda: reconcile_orders(sessions, downstream, settings),
+                ),
             ],
             max_backoff=settings.background_max_backoff,
         )
@@ -64,7 +70,7 @@ class Shop:
             cache=Cache(client, settings),
             login_limit=LoginLimit(client, settings),
             publisher=publisher,
-            downstream=Downstream(settings),
+            downstream=downstream,
             jobs=jobs,
         )
 
