@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from processes import alive, process_status
 
 from labkit import services
 from labkit.waiting import wait_until
@@ -119,7 +120,7 @@ class Remains:
             procs.update((proc.pid, proc) for proc in services.processes_of(record))
         existing = {seg["shmid"] for seg in _sysv_segments()}
         return {
-            "processes": [_describe(proc) for proc in procs.values() if _alive(proc)],
+            "processes": [_describe(proc) for proc in procs.values() if alive(proc)],
             "data dirs": sorted(path for path in self.dirs if os.path.exists(path)),
             "state records": [str(r.path) for r in self.records if r.path.exists()],
             "shared memory": sorted(path for path in self.posix_shm if os.path.exists(path))
@@ -214,7 +215,8 @@ def test_an_owner_killed_while_postgres_is_paused_leaves_nothing() -> None:
     try:
         wait_started(owner)
         remains = remains_of(owner)
-        stopped = [p for p in remains.processes.values() if _status(p) == psutil.STATUS_STOPPED]
+        procs = remains.processes.values()
+        stopped = [p for p in procs if process_status(p) == psutil.STATUS_STOPPED]
         assert len(stopped) > 1, "the postmaster and its children should be paused"
         end(owner, signal.SIGKILL)
         what = f"SIGKILL while PostgreSQL is paused ({remains.summary()})"
@@ -277,7 +279,7 @@ def test_a_forked_worker_does_not_keep_a_dead_owners_servers_alive() -> None:
         end(owner, signal.SIGKILL)
         what = f"SIGKILL of an owner whose forked worker lives on ({remains.summary()})"
         wait_for_nothing_left(remains.left, what)
-        assert _alive(worker), "the worker should still run: it is not labkit's to kill"
+        assert alive(worker), "the worker should still run: it is not labkit's to kill"
     finally:
         if worker is not None:
             worker.kill()
@@ -385,20 +387,6 @@ def _sysv_segments() -> list[dict[str, int]]:
     lines = SYSV_SHM.read_text().splitlines()
     header = lines[0].split()
     return [dict(zip(header, map(int, line.split()), strict=True)) for line in lines[1:]]
-
-
-def _status(proc: psutil.Process) -> str | None:
-    """The process's state, or None once it is gone (a zombie is dead, awaiting its
-    parent; a reused pid is another process)."""
-    try:
-        status = proc.status() if proc.is_running() else None
-    except psutil.NoSuchProcess:
-        return None
-    return None if status == psutil.STATUS_ZOMBIE else status
-
-
-def _alive(proc: psutil.Process) -> bool:
-    return _status(proc) is not None
 
 
 def _describe(proc: psutil.Process) -> str:

@@ -15,6 +15,7 @@ import psutil
 import psycopg
 import pytest
 import redis as redis_lib
+from processes import alive, process_status
 from sqlalchemy import text
 
 from labkit import services
@@ -248,7 +249,7 @@ def test_a_terminated_owner_stops_its_services():
         status = child.wait(timeout=60)  # stopping 2 servers, on a loaded machine
 
         assert status == -signal.SIGTERM, "the owner should still die of SIGTERM (status 143)"
-        left = {name: [p.pid for p in procs if _alive(p)] for name, procs in servers.items()}
+        left = {name: [p.pid for p in procs if alive(p)] for name, procs in servers.items()}
         assert not any(left.values()), f"processes left behind: {left}"
         assert not [r.workdir for r in records if os.path.exists(r.workdir)], "temp dirs left"
         assert not [r for r in local_records() if r.owner_pid == child.pid], "records left"
@@ -326,7 +327,7 @@ def test_an_owner_killed_during_an_outage_leaks_nothing():
 
         sweep_local()
 
-        left = [f"{p.pid} {_status(p)}" for p in server if _alive(p)]
+        left = [f"{p.pid} {process_status(p)}" for p in server if alive(p)]
         assert not left, f"PostgreSQL processes left after the sweep: {left}"
         assert not os.path.exists(record.workdir), "data dir left after the sweep"
     finally:
@@ -341,7 +342,7 @@ def _kill_reaper_of(pid: int) -> None:
     reaper = wait_until(lambda: services.reaper_of(pid), timeout=60,
                         message=f"a reaper watching {pid}")
     reaper.kill()
-    wait_until(lambda: not _alive(reaper), timeout=10, message=f"reaper {reaper.pid} dead")
+    wait_until(lambda: not alive(reaper), timeout=10, message=f"reaper {reaper.pid} dead")
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -353,24 +354,11 @@ def _wait_stopped(procs: list[psutil.Process], seconds: float = 10) -> bool:
     """Every live one stopped: a signal to another process lands a moment later."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if all(_status(p) in (psutil.STATUS_STOPPED, None) for p in procs):
+        if all(process_status(p) in (psutil.STATUS_STOPPED, None) for p in procs):
             return True
         time.sleep(0.1)
     return False
 
-
-def _status(proc: psutil.Process) -> str | None:
-    """The process's state, or None once it is gone (a zombie is dead, awaiting its
-    parent; a reused pid is another process)."""
-    try:
-        status = proc.status() if proc.is_running() else None
-    except psutil.NoSuchProcess:
-        return None
-    return None if status == psutil.STATUS_ZOMBIE else status
-
-
-def _alive(proc: psutil.Process) -> bool:
-    return _status(proc) is not None
 
 
 def _port_open(port: int) -> bool:

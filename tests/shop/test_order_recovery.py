@@ -23,7 +23,6 @@ from labkit.shop.testing import add_user, auth_header
 from labkit.shop.testing.outages import frozen
 from labkit.waiting import wait_until
 
-
 SEED_ORDER = {
     "items": [
         {"productId": "product-1", "quantity": 2, "unitPrice": "29.99"},

@@ -23,6 +23,7 @@ from labkit.shop.testing.outages import frozen
 from labkit.shop.testing.routes import replace_route
 from labkit.waiting import wait_until
 
+
 class Recorded(logging.Handler):
     """Every record a logger emits (uvicorn's loggers do not propagate to caplog's root)."""
 
