@@ -161,7 +161,7 @@ def test_the_apps_lifespan_runs_the_relay_while_it_serves(
     jobs = relaying_app.state.shop.jobs
 
     with client_for(relaying_app):  # `with TestClient`: startup and shutdown, as uvicorn runs them
-        assert sorted(jobs.running) == ["amqp-keepalive", "outbox-relay"]
+        assert sorted(jobs.running) == ["amqp-keepalive", "order-reconciler", "outbox-relay"]
         delivered = queued_json(amqp_channel, queue, timeout=30)
 
     assert delivered == [{"ping": queue}]
@@ -173,7 +173,8 @@ def test_a_relay_interval_of_zero_runs_no_relay(
 ) -> None:
     app: Any = make_shop_app(outbox_relay_interval=0)
     with ShopServer(app):
-        assert app.state.shop.jobs.running == ["amqp-keepalive"]
+        assert "outbox-relay" not in app.state.shop.jobs.running
+        assert "amqp-keepalive" in app.state.shop.jobs.running
 
 
 def test_the_relay_survives_a_database_outage_and_delivers_after_it(
