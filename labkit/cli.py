@@ -373,7 +373,11 @@ def cmd_down(args: argparse.Namespace) -> int:
         print(f"stopped the labkit up session (pid {state['pid']}).")
     swept = [f"local {r.service} ({r.workdir})" for r in sweep_local(everything=args.all)]
     if services.engine_answers():
-        swept += [f"container {c}" for c in sweep_containers(services.docker_client(), args.all)]
+        # --all: this project's containers only (labelled with its state dir), never
+        # another checkout's, whose kernels may be running
+        project = str(state_dir()) if args.all else None
+        swept += [f"container {c}" for c in
+                  sweep_containers(services.docker_client(), args.all, state=project)]
     for item in swept:
         print(f"removed {item}")
     if not (state or swept):
@@ -458,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only these (default: every one that runs)")
     down = sub.add_parser("down", help="stop the session and remove orphans")
     down.add_argument("--all", action="store_true",
-                      help="also remove services of processes still running (e.g. open kernels)")
+                      help="also remove this project's services of processes still running "
+                      "(e.g. open kernels)")
     shop = sub.add_parser("shop", help="the demo shop").add_subparsers(dest="shop_command", required=True)
     serve = shop.add_parser("serve", help="run the demo shop with uvicorn on labkit's services")
     serve.add_argument("--host", default="127.0.0.1")
