@@ -192,9 +192,9 @@ def shared_admin(name: str, endpoint: services.Endpoint) -> str | None:
         return None  # a server someone else runs: its URL is not an admin's
     if name == "postgres":
         return endpoint.dsn
-    if name == "rabbitmq":
-        management: str | None = endpoint.extra.get("management_url")
-        return management
+    if name == "rabbitmq" and endpoint.extra.get("management_url"):
+        # AMQP where clients reach it: a container's port is published elsewhere
+        return f"{endpoint.extra['management_url']}?amqp_port={endpoint.port}"
     return None
 
 

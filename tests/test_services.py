@@ -414,14 +414,16 @@ def test_pausing_freezes_connections_already_open(postgres):
 
 
 @pytest.mark.docker
-def test_auto_falls_back_to_local_when_the_image_cannot_be_had():
+def test_auto_falls_back_to_local_when_the_image_cannot_be_had(tmp_path):
     """Offline venue: an engine answers but the image can't be pulled; binaries exist."""
     from labkit.services import engine_answers
 
     if not engine_answers():
         pytest.skip("needs a Docker engine")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_REDIS")}
-    env.update(LABKIT_BACKEND="auto", LABKIT_REDIS_IMAGE="labkit/no-such-image:0")
+    # a state dir of its own: no `labkit up` of this project (CI's) chooses for it
+    env.update(LABKIT_BACKEND="auto", LABKIT_REDIS_IMAGE="labkit/no-such-image:0",
+               LABKIT_STATE_DIR=str(tmp_path))
     result = subprocess.run(
         [sys.executable, "-c", "from labkit import services; print(services.get('redis').backend)"],
         capture_output=True, text=True, env=env, timeout=120, check=False,

@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from labkit.services import _aws, _postgres, _rabbitmq, _redis
 from labkit.services._base import (
@@ -157,7 +157,8 @@ class TenantAdmin:
       ``postgresql://admin:…@host:5432/postgres``;
     - redis: a user allowed ACL, SCAN, UNLINK and HSET, ``redis://admin:…@host:6379/0``;
     - rabbitmq: the HTTP management API as a user tagged administrator,
-      ``http://admin:…@host:15672`` (AMQP's port is read from it);
+      ``http://admin:…@host:15672`` (AMQP's port is read from it, or given as
+      ``?amqp_port=N`` where it is published elsewhere, as a container's is);
     - aws: the emulator's URL, ``http://host:4566``.
     """
 
@@ -576,6 +577,13 @@ class RabbitmqTenants:
         user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
         self._user = user
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        # ``?amqp_port=N``: where clients reach AMQP when it is not where the server
+        # says it listens (a container's port published elsewhere on the host).
+        given = parse_qs(parts.query).get("amqp_port", [""])[0]
+        if given and not given.isdigit():
+            raise TenantError(f"{ADMIN_ENV['rabbitmq']}'s amqp_port is a port number, got "
+                              f"{given!r}: e.g. {_ADMIN_EXAMPLES['rabbitmq']}?amqp_port=5672")
+        self._published_amqp_port = int(given) if given else None
         self._amqp_port: int | None = None
 
     def _api(self, method: str, path: str, body: object | None = None,
@@ -619,7 +627,7 @@ class RabbitmqTenants:
             raise TenantError(self._rights_missing(f"(tags {tags})"))
         for listener in self._api("GET", "overview").get("listeners", []):
             if listener.get("protocol") == "amqp":
-                self._amqp_port = int(listener["port"])
+                self._amqp_port = self._published_amqp_port or int(listener["port"])
         if self._amqp_port is None:
             raise TenantError(f"RabbitMQ at {self.base} has no AMQP listener")
 
