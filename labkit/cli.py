@@ -1,7 +1,9 @@
 """`labkit doctor | up | status | down | env | lessons | shop serve`: the kit's command line.
 
-`labkit up` keeps services running for this project (see `labkit.services.state_dir`);
-`labkit env` prints them as ``export`` lines for another application's shell:
+`labkit up` keeps services running for this project (see `labkit.services.state_dir`),
+and every kernel and pytest run of the project becomes a tenant of them (a database
+and a vhost each; a private Redis); `labkit env` prints the servers as ``export`` lines
+for another application's shell:
 
     $ labkit up postgres redis
     $ eval "$(labkit env)"        # LABKIT_*_URL, DATABASE_URL, PG*, REDIS_URL
