@@ -1,6 +1,6 @@
 """The order saga after an outage (issue #14): never charged twice, never stuck PENDING.
 
-PostgreSQL is frozen for real (`labkit.services` pause: SIGSTOP or ``docker pause``) at
+PostgreSQL is frozen for real (a pause where labkit runs it, else the fault layer) at
 the worst moment, between the payment's approval and the order's confirmation; the
 client retries as a client would; the reconciler completes what the outage left.
 """
@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import threading
 import uuid
+from contextlib import ExitStack
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
-from labkit import services
 from labkit.shop.app import UNAVAILABLE_BODY
 from labkit.shop.data import Order, OrderStatus, OutboxEvent
 from labkit.shop.domain import reconcile_orders
 from labkit.shop.testing import add_user, auth_header
-from labkit.shop.testing.outages import NOT_OURS_TO_PAUSE, pause_support
-
-pauses = pytest.mark.skipif(
-    pause_support().backend in NOT_OURS_TO_PAUSE,
-    reason="pauses the server itself (handle.pause), which is not this process's to pause",
-)
+from labkit.shop.testing.outages import frozen
 
 SEED_ORDER = {
     "items": [
@@ -72,18 +67,18 @@ def stuck_pending(shop_client, shop_downstream, headers, count: int = 1) -> list
     return ids
 
 
-@pauses
 def test_a_freeze_between_payment_and_confirmation_charges_once_and_confirms(
     shop_client, shop, shop_settings, shop_session, shop_downstream, as_buyer
 ):
     """The issue's scenario: payment approved, PostgreSQL frozen before the UPDATE to
     CONFIRMED; 503; the client retries with its Idempotency-Key, during the outage and
     after; the reconciler runs. Before the fix the retry was a new order, charged again."""
-    db = services.handle("postgres")
+    outage = ExitStack()
 
     def freeze_once_approved(call, answer) -> None:
         shop_downstream.payment.before_reply = None
-        db.pause()
+        # paused if labkit runs it, else frozen in the fault layer (until outage.close())
+        outage.enter_context(frozen("postgres"))
 
     shop_downstream.payment.before_reply = freeze_once_approved
     headers = {**as_buyer, "Idempotency-Key": "checkout-5e1d"}
@@ -91,7 +86,7 @@ def test_a_freeze_between_payment_and_confirmation_charges_once_and_confirms(
         first = shop_client.post("/api/orders", json=SEED_ORDER, headers=headers)
         during = shop_client.post("/api/orders", json=SEED_ORDER, headers=headers)
     finally:
-        db.resume()
+        outage.close()
     after = shop_client.post("/api/orders", json=SEED_ORDER, headers=headers)
 
     assert len(shop_downstream.payment.payments) == 1, "a retry was charged again"

@@ -12,22 +12,16 @@ from __future__ import annotations
 import http.client
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import text
 
-from labkit import services
 from labkit.shop.app import ApiError, SessionDep, ShopServer
-from labkit.shop.testing.outages import NOT_OURS_TO_PAUSE, pause_support
+from labkit.shop.testing.outages import frozen
 from labkit.shop.testing.routes import replace_route
 from labkit.waiting import wait_until
-
-pytestmark = pytest.mark.skipif(
-    pause_support().backend in NOT_OURS_TO_PAUSE,
-    reason="pauses the server itself (handle.pause), which is not this process's to pause",
-)
 
 
 class Recorded(logging.Handler):
@@ -58,7 +52,7 @@ def recorded(*names: str) -> Iterator[Recorded]:
             logging.getLogger(name).removeHandler(handler)
 
 
-def query_then_outage_then(status: int):
+def query_then_outage_then(status: int, outage: ExitStack):
     """A handler that opens a transaction, then PostgreSQL freezes, then it answers
     `status` (a 503 for another dependency, or a 200): either way its session's close
     must roll back on a frozen server, and times out.
@@ -66,11 +60,11 @@ def query_then_outage_then(status: int):
     FastAPI closes the session before it sends an error (the close's failure then is the
     503 itself) and after it sends a success: the second case is where a failing close
     once escaped the app, with the response already on its way."""
-    db = services.handle("postgres")
 
     def handler(session: SessionDep) -> dict[str, str]:
         session.execute(text("SELECT 1"))  # a transaction the teardown will roll back
-        db.pause()
+        # paused if labkit runs it, else frozen in the fault layer (until outage.close())
+        outage.enter_context(frozen("postgres"))
         if status == 503:
             raise ApiError(503, "PAYMENT_UNAVAILABLE", "a dependency is down")
         return {"status": "ok"}
@@ -83,8 +77,8 @@ def test_the_next_request_on_a_kept_alive_connection_is_answered(
     make_shop_app, shop_clean, shop_settings, status
 ):
     app = make_shop_app()  # a pool of its own: the shared app's is left alone
-    replace_route(app, "GET", "/outage-in-request", query_then_outage_then(status))
-    db = services.handle("postgres")
+    outage = ExitStack()
+    replace_route(app, "GET", "/outage-in-request", query_then_outage_then(status, outage))
     with ShopServer(app) as server, recorded("uvicorn.error") as server_log:
         address = urlsplit(server.url)
         connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
@@ -101,7 +95,7 @@ def test_the_next_request_on_a_kept_alive_connection_is_answered(
                 message="the request's session was closed, or failed to be",
             )
         finally:
-            db.resume()
+            outage.close()
         # The same socket: http.client reconnects on its own only after a
         # "Connection: close", which would hide a connection the server dropped.
         assert first.status == status
