@@ -30,7 +30,8 @@ SERVICES = ("postgres", "redis", "rabbitmq")
 
 
 def available_backends() -> list[str]:
-    """local if any server binary is found, docker if an engine answers, external if URLs are set."""
+    """local if any server binary is found, docker if an engine answers, external if URLs
+    are set, tenant if admin URLs are set or `labkit up` runs for this project."""
     backends = []
     if any(_can_serve(name, "local") for name in SERVICES):
         backends.append("local")
@@ -38,6 +39,8 @@ def available_backends() -> list[str]:
         backends.append("docker")
     if any(os.environ.get(services.specs()[name].url_env) for name in SERVICES):
         backends.append("external")
+    if any(services.admin_url(name) for name in SERVICES):
+        backends.append("tenant")
     return backends
 
 
@@ -113,7 +116,7 @@ def bench_backend(backend: str, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--backend", action="append", choices=["local", "docker", "external"],
+        "--backend", action="append", choices=["local", "docker", "external", "tenant"],
         help="measure this backend (repeatable); default: every backend available here",
     )
     parser.add_argument("--rounds", type=int, default=200, help="simulated tests per strategy")

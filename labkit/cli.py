@@ -1,7 +1,9 @@
 """`labkit doctor | up | status | down | env | lessons | shop serve`: the kit's command line.
 
-`labkit up` keeps services running for this project (see `labkit.services.state_dir`);
-`labkit env` prints them as ``export`` lines for another application's shell:
+`labkit up` keeps services running for this project (see `labkit.services.state_dir`),
+and every kernel and pytest run of the project becomes a tenant of them (a database
+and a vhost each; a private Redis); `labkit env` prints the servers as ``export`` lines
+for another application's shell:
 
     $ labkit up postgres redis
     $ eval "$(labkit env)"        # LABKIT_*_URL, DATABASE_URL, PG*, REDIS_URL
@@ -171,36 +173,124 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 1
 
 
+# How often the `labkit up` daemon drops the tenants of processes that died.
+SWEEP_SECONDS = 5.0
+# How long the daemon waits for a server's admin access to answer (RabbitMQ's management
+# API starts after AMQP's port opens, in a container especially).
+ADMIN_WAIT_SECONDS = 60.0
+
+
+def shared_admin(name: str, endpoint: services.Endpoint) -> str | None:
+    """The admin URL that makes each process a tenant of `endpoint`, or None.
+
+    Only for a server `labkit up` runs itself (its superuser, its management API):
+    PostgreSQL and RabbitMQ are shared, a database and a vhost per process. Redis is
+    not: lessons write unprefixed keys (``"greeting"``), which an ACL tenant confined to
+    ``<tenant>:*`` may not, so each process gets a private redis-server instead
+    (`shared_privately`). The AWS emulator has no isolation to give (moto checks no
+    credentials), so it stays one server for all, as before.
+    """
+    if endpoint.backend not in ("local", "docker"):
+        return None  # a server someone else runs: its URL is not an admin's
+    if name == "postgres":
+        return endpoint.dsn
+    if name == "rabbitmq" and endpoint.extra.get("management_url"):
+        # AMQP where clients reach it: a container's port is published elsewhere
+        return f"{endpoint.extra['management_url']}?amqp_port={endpoint.port}"
+    return None
+
+
+def shared_privately(name: str) -> bool:
+    """Whether each process of the project gets its own server of `name` (Redis)."""
+    if name != "redis":
+        return False
+    spec = services.specs()[name]
+    return ((spec.start_local is not None and not spec.missing_binaries())
+            or (spec.start_docker is not None and services.engine_answers()))
+
+
+def _checked_admin(admin: dict[str, str]) -> dict[str, str]:
+    """`admin` without the servers whose admin access does not work, each said why."""
+    working = {}
+    for name, url in admin.items():
+        deadline = time.monotonic() + ADMIN_WAIT_SECONDS
+        while True:
+            try:
+                services.check_admin(services.TenantAdmin(**{name: url}), (name,))
+                working[name] = url
+                break
+            except services.TenantError as exc:
+                if time.monotonic() > deadline:
+                    print(f"{name}: not shared as tenants ({exc}); processes use it as one "
+                          "server, as an external one", flush=True)
+                    break
+                time.sleep(0.5)
+    return working
+
+
 def cmd_hold(args: argparse.Namespace) -> int:
-    """The `labkit up` daemon: own the services until SIGTERM, then stop them."""
-    urls = {}
+    """The `labkit up` daemon: own the services until SIGTERM, then stop them.
+
+    Besides the URLs (`labkit env`), it records the admin access that makes every
+    kernel and pytest run of this project a tenant of its servers, and sweeps the
+    tenants of processes that died every few seconds.
+    """
+    # A local RabbitMQ serves the management API: tenants' vhosts are made through it.
+    os.environ.setdefault("LABKIT_RABBITMQ_MANAGEMENT", "1")
+    urls, admin, private = {}, {}, []
     for name in args.services:
         began = time.perf_counter()
         print(f"starting {name} ({services.backend_for(name)[0]})…", flush=True)
         endpoint = services.get(name)
         urls[name] = endpoint.url
+        admin_url = shared_admin(name, endpoint)
+        if admin_url:
+            admin[name] = admin_url
+        elif shared_privately(name):
+            private.append(name)
         print(f"{name} ready in {time.perf_counter() - began:.1f}s", flush=True)
+    admin = _checked_admin(admin)
     import psutil
 
     me = psutil.Process()
-    write_up_state(me.pid, me.create_time(), urls)
+    write_up_state(me.pid, me.create_time(), urls, admin, private)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    next_sweep = time.monotonic() + SWEEP_SECONDS
     while not stopping:
         time.sleep(0.5)
+        if admin and time.monotonic() > next_sweep:
+            _sweep(admin)
+            next_sweep = time.monotonic() + SWEEP_SECONDS
     up_file().unlink(missing_ok=True)
     services.stop_all()
     return 0
+
+
+def _sweep(admin: dict[str, str]) -> None:
+    """Drop the tenants whose owner died (a SIGKILLed kernel's), saying which."""
+    try:
+        swept = services.sweep_tenants(services.TenantAdmin(**admin))
+    except services.ServiceError as exc:
+        print(f"sweep: {exc}", flush=True)
+        return
+    if swept:
+        print(f"swept the tenants of dead processes: {', '.join(swept)}", flush=True)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     state = read_up_state()
     if state:
         print(f"labkit up session (pid {state['pid']}, state in {state_dir()}); "
-              "notebooks of this project on the auto backend use it:")
+              "notebooks and tests of this project on the auto backend use it:")
+        admin, private = state.get("admin", {}), state.get("private", [])
         for name, url in state["urls"].items():
+            how = SHARING[name] if name in admin else PRIVATE if name in private else ONE_FOR_ALL
+            print(f"  # {name}: {how}")
             print(f"  export LABKIT_{name.upper()}_URL={url}")
+        if admin:
+            _print_tenants(admin)
     else:
         print("no labkit up session running.")
     records = list(local_records())
@@ -212,6 +302,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         for line in containers:
             print(f"  {line}")
     return 0
+
+
+SHARING = {
+    "postgres": "shared; each process a tenant (its own database and role)",
+    "rabbitmq": "shared; each process a tenant (its own vhost and user)",
+}
+PRIVATE = "each process starts its own private server (lessons' keys stay unprefixed)"
+ONE_FOR_ALL = "one server for every process, not isolated between them"
+
+
+def _print_tenants(admin: dict[str, str]) -> None:
+    try:
+        tenants = services.list_tenants(services.TenantAdmin(**admin))
+    except services.ServiceError as exc:
+        print(f"tenants: cannot list them ({exc})")
+        return
+    print(f"tenants ({len(tenants)}):" if tenants else "tenants: none yet (each process that "
+          "uses a service becomes one)")
+    for name, (owner, on) in sorted(tenants.items()):
+        alive = "" if owner.alive else " (dead: swept within seconds)"
+        print(f"  {name}  owner pid {owner.pid}  on {', '.join(on)}{alive}")
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -264,7 +375,11 @@ def cmd_down(args: argparse.Namespace) -> int:
         print(f"stopped the labkit up session (pid {state['pid']}).")
     swept = [f"local {r.service} ({r.workdir})" for r in sweep_local(everything=args.all)]
     if services.engine_answers():
-        swept += [f"container {c}" for c in sweep_containers(services.docker_client(), args.all)]
+        # --all: this project's containers only (labelled with its state dir), never
+        # another checkout's, whose kernels may be running
+        project = str(state_dir()) if args.all else None
+        swept += [f"container {c}" for c in
+                  sweep_containers(services.docker_client(), args.all, state=project)]
     for item in swept:
         print(f"removed {item}")
     if not (state or swept):
@@ -349,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only these (default: every one that runs)")
     down = sub.add_parser("down", help="stop the session and remove orphans")
     down.add_argument("--all", action="store_true",
-                      help="also remove services of processes still running (e.g. open kernels)")
+                      help="also remove this project's services of processes still running "
+                      "(e.g. open kernels)")
     shop = sub.add_parser("shop", help="the demo shop").add_subparsers(dest="shop_command", required=True)
     serve = shop.add_parser("serve", help="run the demo shop with uvicorn on labkit's services")
     serve.add_argument("--host", default="127.0.0.1")

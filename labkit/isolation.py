@@ -229,6 +229,17 @@ def _autocommit(engine: Engine, statement: str) -> None:
         connection.execute(text(statement))
 
 
+def may_create_databases(engine: Engine) -> bool:
+    """Whether `engine`'s user may CREATE DATABASE (CREATEDB, or a superuser).
+
+    The 'template database' strategy needs it; a tenant's role (`labkit up`, admin URLs)
+    has it not, so a lesson asks first rather than have `measure_isolation` warn.
+    """
+    with engine.connect() as connection:
+        return bool(connection.scalar(text(
+            "select rolcreatedb or rolsuper from pg_roles where rolname = current_user")))
+
+
 def _create_template(engine: Engine, schema: Schema) -> str | None:
     """A template database holding the schema, or None (with a warning) without CREATEDB."""
     template = f"{schema.name}_template"

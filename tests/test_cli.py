@@ -88,3 +88,50 @@ def test_up_status_env_down_cycle_stays_in_its_project(tmp_path):
         down = labkit("down", cwd=project, **env)
     assert "stopped the labkit up session" in down.stdout
     assert "no labkit up session" in labkit("status", cwd=project, **env).stdout
+
+
+HOLD_A_CONTAINER = """
+from labkit import services
+print(services.start("redis", "docker").endpoint.port, flush=True)
+input()
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_down_all_removes_this_projects_containers_only(tmp_path):
+    """CI's `labkit down --all` must not remove another checkout's (a developer's kernels')."""
+    from labkit import services
+
+    image = services.specs()["redis"].image
+    unavailable = services.why_no_containers(image)
+    if unavailable:
+        pytest.skip(f"no containers here: {unavailable}")
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    holders = {
+        state: subprocess.Popen([sys.executable, "-c", HOLD_A_CONTAINER], text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                env={**os.environ, "LABKIT_STATE_DIR": str(state),
+                                     "TESTCONTAINERS_RYUK_DISABLED": "true"})
+        for state in (ours, theirs)
+    }
+    try:
+        for holder in holders.values():
+            lines = iter(holder.stdout.readline, "")
+            assert any(line.strip().isdigit() for line in lines), "no container started"
+        client = services.docker_client()
+
+        def of(state: Path) -> list[str]:
+            return [c.short_id for c in client.containers.list(
+                all=True, filters={"label": [f"labkit.state={state}"]})]
+
+        assert of(ours) and of(theirs)
+        down = labkit("down", "--all", LABKIT_STATE_DIR=str(ours))
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not of(ours)
+        assert of(theirs), "labkit down --all removed another project's container"
+    finally:
+        for holder in holders.values():
+            holder.kill()
+            holder.wait()
+        labkit("down", "--all", LABKIT_STATE_DIR=str(theirs))

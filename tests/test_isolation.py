@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,8 +17,9 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from labkit import isolation
+from labkit import isolation, services
 from labkit.isolation import STRATEGIES, IsolationError, measure_isolation, summarize
+from labkit.sql import engine_for
 
 TABLE = f"isolation_probe_{uuid.uuid4().hex[:8]}"
 written: dict[str, str] = {}
@@ -71,13 +73,22 @@ class TestDbSessionIsolation:
 
 
 @pytest.fixture(scope="module")
-def costs(db_engine: Engine):
-    return measure_isolation(db_engine, rounds=5, warmup=1)
+def strategies(db_engine: Engine) -> list[str]:
+    """Every strategy this run's database user may run: a tenant's (`labkit up`, CI) may
+    not create databases, so the template one is left out there."""
+    if isolation.may_create_databases(db_engine):
+        return list(STRATEGIES)
+    return [name for name in STRATEGIES if name != "template database"]
 
 
-def test_every_strategy_has_one_row_per_round(costs):
+@pytest.fixture(scope="module")
+def costs(db_engine: Engine, strategies: list[str]):
+    return measure_isolation(db_engine, rounds=5, warmup=1, strategies=strategies)
+
+
+def test_every_strategy_has_one_row_per_round(costs, strategies):
     assert list(costs.columns[:3]) == ["strategy", "round", "seconds"]
-    assert costs.groupby("strategy").size().to_dict() == {name: 5 for name in STRATEGIES}
+    assert costs.groupby("strategy").size().to_dict() == {name: 5 for name in strategies}
 
 
 def test_times_are_positive_and_add_up(costs):
@@ -86,9 +97,9 @@ def test_times_are_positive_and_add_up(costs):
     assert (costs.seconds - costs.setup_seconds - costs.teardown_seconds).abs().max() < 1e-9
 
 
-def test_summary_has_one_row_per_strategy(costs):
+def test_summary_has_one_row_per_strategy(costs, strategies):
     summary = summarize(costs)
-    assert set(summary.index) == set(STRATEGIES)
+    assert set(summary.index) == set(strategies)
     assert (summary["p95 ms"] >= summary["median ms"]).all()
 
 
@@ -123,3 +134,26 @@ def test_a_leaky_strategy_is_caught(db_engine, monkeypatch):
 def test_unknown_strategy_is_refused(db_engine):
     with pytest.raises(ValueError, match="unknown strategies"):
         measure_isolation(db_engine, strategies=["snapshot"])
+
+
+def test_may_create_databases_says_whether_the_template_strategy_runs(db_engine):
+    allowed = isolation.may_create_databases(db_engine)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        costs = measure_isolation(db_engine, rounds=1, warmup=0, strategies=["template database"])
+    assert allowed == (not costs.empty)
+    assert allowed != any("may not create databases" in str(w.message) for w in caught)
+
+
+def test_a_tenants_role_may_not_create_databases(postgres):
+    """Lesson 01 asks first: under `labkit up` its kernel is a tenant, without CREATEDB."""
+    if postgres.backend not in ("local", "docker"):
+        pytest.skip("a tenant is made here on a server this run owns (superuser)")
+    admin = services.TenantAdmin(postgres=postgres.dsn)
+    with services.create_tenant(admin, services=("postgres",)) as tenant:
+        engine = engine_for(tenant["postgres"].url)
+        try:
+            assert not isolation.may_create_databases(engine)
+        finally:
+            engine.dispose()
+    assert isolation.may_create_databases(engine_for(postgres.url))

@@ -23,6 +23,9 @@ from labkit.services import local_records, redact, sweep_local
 from labkit.waiting import wait_until
 
 BACKEND = os.environ.get("LABKIT_BACKEND", "auto")
+# Backends whose server this process does not own: someone else's, or a shared one
+# (`labkit up`, admin URLs) it is a tenant of. Nothing to pause, nothing it can leak.
+NOT_OURS = {"external", "tenant"}
 
 
 def test_a_service_starts_once_per_process():
@@ -122,8 +125,8 @@ def test_printed_urls_hide_passwords(postgres):
 
 
 def test_paused_postgres_times_out_then_recovers(postgres):
-    if postgres.backend == "external":
-        pytest.skip("labkit cannot pause a server it does not run")
+    if postgres.backend in NOT_OURS:
+        pytest.skip("labkit pauses no server it does not run, nor a shared one")
     params = {"host": postgres.host, "port": postgres.port, "user": postgres.username,
               "password": postgres.password, "dbname": "labkit", "connect_timeout": 1}
     with services.paused("postgres"), pytest.raises(psycopg.OperationalError):
@@ -193,8 +196,8 @@ sys.stdin.read()
 def test_a_killed_owner_leaks_nothing(service):
     """SIGKILL a process and its reaper (the OOM killer, `kill -9 -1`) and check the next
     start sweeps its server. tests/test_leaks.py covers the reaper itself."""
-    if services.backend_for(service)[0] == "external":
-        pytest.skip("nothing is started on the external backend, so nothing can leak")
+    if services.backend_for(service)[0] in NOT_OURS:
+        pytest.skip("no server is started for this process (tenants: test_shared.py)")
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, service],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -381,8 +384,8 @@ def _wait_closed(port: int, seconds: float = 10) -> bool:
 
 def test_pausing_freezes_connections_already_open(postgres):
     """An outage must hit open connections too (pooled clients), not only new ones."""
-    if postgres.backend == "external":
-        pytest.skip("labkit cannot pause a server it does not run")
+    if postgres.backend in NOT_OURS:
+        pytest.skip("labkit pauses no server it does not run, nor a shared one")
     import threading
 
     params = {"host": postgres.host, "port": postgres.port, "user": postgres.username,
@@ -399,14 +402,16 @@ def test_pausing_freezes_connections_already_open(postgres):
 
 
 @pytest.mark.docker
-def test_auto_falls_back_to_local_when_the_image_cannot_be_had():
+def test_auto_falls_back_to_local_when_the_image_cannot_be_had(tmp_path):
     """Offline venue: an engine answers but the image can't be pulled; binaries exist."""
     from labkit.services import engine_answers
 
     if not engine_answers():
         pytest.skip("needs a Docker engine")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_REDIS")}
-    env.update(LABKIT_BACKEND="auto", LABKIT_REDIS_IMAGE="labkit/no-such-image:0")
+    # a state dir of its own: no `labkit up` of this project (CI's) chooses for it
+    env.update(LABKIT_BACKEND="auto", LABKIT_REDIS_IMAGE="labkit/no-such-image:0",
+               LABKIT_STATE_DIR=str(tmp_path))
     result = subprocess.run(
         [sys.executable, "-c", "from labkit import services; print(services.get('redis').backend)"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
@@ -623,8 +628,8 @@ def test_a_service_is_usable_while_another_one_still_starts(tmp_path):
     RabbitMQ boots in seconds, Redis in a fraction of one; with one lock for all starts
     Redis would be handed out only after RabbitMQ was up.
     """
-    if "external" in {services.backend_for(s)[0] for s in ("redis", "rabbitmq")}:
-        pytest.skip("nothing starts on the external backend")
+    if NOT_OURS & {services.backend_for(s)[0] for s in ("redis", "rabbitmq")}:
+        pytest.skip("no server starts for this process on the external or tenant backend")
     child = subprocess.run(
         [sys.executable, "-c", PARALLEL_STARTS],
         capture_output=True, text=True, timeout=180, check=True,

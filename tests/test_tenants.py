@@ -559,3 +559,13 @@ def test_with_admin_urls_each_xdist_worker_is_a_tenant(admin, management_url, tm
         services.validate_tenant_name(name)
         # each worker dropped its tenants when it exited
         assert not any(_exists(admin, management_url, name).values()), name
+
+
+def test_a_rabbitmq_admin_url_gives_where_amqp_is_published(admin, management_url):
+    """A container's AMQP port is published elsewhere on the host than the server says."""
+    published = f"{management_url}?amqp_port=1"
+    with services.create_tenant(TenantAdmin(rabbitmq=published)) as tenant:
+        assert tenant["rabbitmq"].port == 1
+        assert ":1/" in tenant["rabbitmq"].url
+    with pytest.raises(TenantError, match="amqp_port is a port number"):
+        services.check_admin(TenantAdmin(rabbitmq=f"{management_url}?amqp_port=x"))

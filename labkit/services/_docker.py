@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
 
 from labkit.services._base import LOOPBACK, Endpoint, Handle, Owner, ServiceError, ServiceSpec
-from labkit.services._ownership import sweep_containers
+from labkit.services._ownership import STATE_LABEL, sweep_containers
 from labkit.services._reaper import watch_containers
+from labkit.services._state import state_dir
 
 
 @contextmanager
@@ -171,7 +172,10 @@ def prepare_container(container: DockerContainer, port: int, owner: Owner, servi
     """Label the container with its owner, whose reaper removes it if the owner dies
     first; publish `port` on loopback for a local engine."""
     watch_containers()
-    container.with_kwargs(labels={**owner.labels, "labkit.service": service})
+    # The project's state dir too: `labkit down --all` removes this project's containers
+    # only, never another checkout's (a CI run beside a developer's kernels).
+    container.with_kwargs(labels={**owner.labels, "labkit.service": service,
+                                  STATE_LABEL: str(state_dir())})
     publish_on_loopback(container, port)
 
 

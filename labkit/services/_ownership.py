@@ -30,6 +30,8 @@ from labkit.services._base import Owner, owner_alive
 from labkit.services._state import instances_dir, write_private
 
 INSTANCE_ENV = "LABKIT_INSTANCE"
+# The label naming the project (its state dir) a container was started for.
+STATE_LABEL = "labkit.state"
 SYSV_SHM = Path("/proc/sysvipc/shm")
 POSIX_SHM = "/dev/shm/"
 IPC_RMID = 0  # shmctl's command: remove the segment (<sys/ipc.h>)
@@ -254,15 +256,19 @@ def sweep_local(everything: bool = False) -> list[LocalRecord]:
     return swept
 
 
-def sweep_containers(client: Any, everything: bool = False, owner: Owner | None = None) -> list[str]:
+def sweep_containers(client: Any, everything: bool = False, owner: Owner | None = None,
+                     state: str | None = None) -> list[str]:
     """Remove labkit containers whose owner died (or all of them). Returns their names.
 
     With `owner`, exactly that owner's, whether it looks alive or not: its reaper calls
-    this once the owner is gone, when a zombie owner may still look alive.
+    this once the owner is gone, when a zombie owner may still look alive. With `state`
+    (a project's state dir), only the containers started for that project.
     """
     wanted = ["labkit=true"]
     if owner is not None:
         wanted += [f"labkit.owner.pid={owner.pid}", f"labkit.owner.started={owner.started!r}"]
+    if state is not None:
+        wanted.append(f"{STATE_LABEL}={state}")
     swept = []
     for container in client.containers.list(all=True, filters={"label": wanted}):
         labels = container.labels

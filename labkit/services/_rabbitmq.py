@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,8 +20,16 @@ from labkit.services._base import (
     random_secret,
     random_username,
 )
-from labkit.services._docker import ContainerHandle, quiet_testcontainers, run_container
+from labkit.services._docker import (
+    ContainerHandle,
+    publish_on_loopback,
+    quiet_testcontainers,
+    run_container,
+)
 from labkit.services._local import LocalHandle, chown_tree, find_binary, launch, new_instance
+
+# The HTTP management API's port inside a container (-management images).
+MANAGEMENT_PORT = 15672
 
 
 def rabbitmq_server() -> str | None:
@@ -60,8 +69,20 @@ def start_docker(image: str, owner: Owner) -> ContainerHandle:
 
     username, password = random_username("labkit"), random_secret()
     container = RabbitMqContainer(image, username=username, password=password)
+    # The management API too (the -management images serve it; ci/images' does): tenants'
+    # vhosts are made through it when `labkit up` shares this server. On loopback only.
+    publish_on_loopback(container, MANAGEMENT_PORT)
     url = f"amqp://{username}:{password}@{{host}}:{{port}}/%2F"
-    return run_container(container, "rabbitmq", 5672, owner, url, username, password)
+    handle = run_container(container, "rabbitmq", 5672, owner, url, username, password)
+    endpoint = handle.endpoint
+    try:
+        management_port = int(container.get_exposed_port(MANAGEMENT_PORT))
+    except Exception:  # noqa: BLE001 (an image without the plugin publishes no such port)
+        return handle
+    management_url = f"http://{username}:{password}@{endpoint.host}:{management_port}"
+    handle.endpoint = replace(endpoint, extra={**endpoint.extra,
+                                               "management_url": management_url})
+    return handle
 
 
 def management_enabled() -> bool:

@@ -13,7 +13,8 @@ from labkit.services._base import Endpoint, Handle, ServiceError, ServiceSpec, c
 from labkit.services._docker import ImageUnavailable, docker_host
 from labkit.services._external import given_url
 from labkit.services._registry import BACKENDS, SERVICES, backend, spec_for
-from labkit.services._tenants import ADMIN_ENV
+from labkit.services._state import up_urls
+from labkit.services._tenants import admin_url, private_per_tenant
 
 AUTO_DOCKER = "engine answers"
 _RUNNING: dict[str, Handle] = {}
@@ -37,12 +38,21 @@ def backend_for(name: str) -> tuple[str, str]:
             given = spec.url_from_env()
             return "external", given[0] if given else spec.url_env
         return wanted, "LABKIT_BACKEND"
-    # An admin URL says "share this server": it wins over a plain URL for the same service.
-    if BACKENDS["tenant"].available(spec):
-        return "tenant", f"{ADMIN_ENV[name]} is set" if name in ADMIN_ENV else "admin URL"
-    given = given_url(spec)
+    # An admin URL says "share this server": it wins over a plain URL for the same
+    # service. One in the environment wins over this project's `labkit up`, as a URL does.
+    admin = admin_url(name)
+    if admin is not None and admin[0] != "labkit up":
+        return "tenant", f"{admin[0]} is set"
+    given = spec.url_from_env()
     if given:
         return "external", given[0]
+    if private_per_tenant(name) and (BACKENDS["local"].available(spec)
+                                     or BACKENDS["docker"].available(spec)):
+        return "tenant", f"labkit up: a private {name} server per process"
+    if admin is not None:
+        return "tenant", "labkit up: this process is a tenant of its shared server"
+    if up_urls().get(name):
+        return "external", "labkit up"
     if BACKENDS["docker"].available(spec):
         return "docker", AUTO_DOCKER
     if BACKENDS["local"].available(spec):

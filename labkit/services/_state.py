@@ -79,8 +79,17 @@ def up_file() -> Path:
     return state_dir() / "up.json"
 
 
-def write_up_state(pid: int, started: float, urls: dict[str, str]) -> None:
-    write_private(up_file(), json.dumps({"pid": pid, "started": started, "urls": urls}))
+def write_up_state(pid: int, started: float, urls: dict[str, str],
+                   admin: dict[str, str] | None = None, private: list[str] | None = None) -> None:
+    """Record the `labkit up` daemon and its servers (0600: the URLs hold passwords).
+
+    `urls` are the servers as their owner sees them (`labkit env` prints them); `admin`
+    holds the admin URLs that make every process of this project a tenant of them;
+    `private` names the services each process gets a private server of instead (Redis:
+    lessons write unprefixed keys, which an ACL tenant may not).
+    """
+    write_private(up_file(), json.dumps({"pid": pid, "started": started, "urls": urls,
+                                         "admin": admin or {}, "private": private or []}))
 
 
 def read_up_state() -> dict[str, Any] | None:
@@ -99,3 +108,15 @@ def read_up_state() -> dict[str, Any] | None:
 def up_urls() -> dict[str, str]:
     state = read_up_state()
     return dict(state["urls"]) if state else {}
+
+
+def up_admin() -> dict[str, str]:
+    """Admin URLs of the servers `labkit up` shares with this project's processes."""
+    state = read_up_state()
+    return dict(state.get("admin", {})) if state else {}
+
+
+def up_private() -> list[str]:
+    """Services of which `labkit up` gives each process a private server (Redis)."""
+    state = read_up_state()
+    return list(state.get("private", [])) if state else []

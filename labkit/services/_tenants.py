@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from labkit.services import _aws, _postgres, _rabbitmq, _redis
 from labkit.services._base import (
@@ -59,6 +59,8 @@ from labkit.services._base import (
     random_secret,
     redact,
 )
+from labkit.services._ownership import sweep_local
+from labkit.services._state import up_admin, up_private
 
 if TYPE_CHECKING:
     import psycopg
@@ -155,7 +157,8 @@ class TenantAdmin:
       ``postgresql://admin:…@host:5432/postgres``;
     - redis: a user allowed ACL, SCAN, UNLINK and HSET, ``redis://admin:…@host:6379/0``;
     - rabbitmq: the HTTP management API as a user tagged administrator,
-      ``http://admin:…@host:15672`` (AMQP's port is read from it);
+      ``http://admin:…@host:15672`` (AMQP's port is read from it, or given as
+      ``?amqp_port=N`` where it is published elsewhere, as a container's is);
     - aws: the emulator's URL, ``http://host:4566``.
     """
 
@@ -166,9 +169,10 @@ class TenantAdmin:
 
     @classmethod
     def from_env(cls) -> TenantAdmin:
-        """The admin URLs in LABKIT_POSTGRES_ADMIN_URL, LABKIT_REDIS_ADMIN_URL, … ."""
-        return cls(**{service: os.environ.get(variable) or None
-                      for service, variable in ADMIN_ENV.items()})
+        """The admin URLs in LABKIT_POSTGRES_ADMIN_URL, LABKIT_REDIS_ADMIN_URL, … , else
+        those this project's `labkit up` recorded (see `admin_url`)."""
+        return cls(**{service: found[1] if (found := admin_url(service)) else None
+                      for service in ADMIN_ENV})
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -183,6 +187,23 @@ class TenantAdmin:
                 f"{_ADMIN_EXAMPLES[service]}"
             )
         return url
+
+
+def admin_url(service: str) -> tuple[str, str] | None:
+    """(origin, admin URL) of the shared server `service`'s tenants are made on, or None.
+
+    LABKIT_<SERVICE>_ADMIN_URL first (a workshop server, a CI service container), then
+    this project's `labkit up`, which records the admin access to the servers it runs
+    in its private state file: every kernel and pytest run of the checkout becomes a
+    tenant of them without any setting.
+    """
+    variable = ADMIN_ENV.get(service)
+    if variable is None:
+        return None
+    if os.environ.get(variable):
+        return variable, os.environ[variable]
+    url = up_admin().get(service)
+    return ("labkit up", url) if url else None
 
 
 _ADMIN_EXAMPLES = {
@@ -556,6 +577,13 @@ class RabbitmqTenants:
         user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
         self._user = user
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        # ``?amqp_port=N``: where clients reach AMQP when it is not where the server
+        # says it listens (a container's port published elsewhere on the host).
+        given = parse_qs(parts.query).get("amqp_port", [""])[0]
+        if given and not given.isdigit():
+            raise TenantError(f"{ADMIN_ENV['rabbitmq']}'s amqp_port is a port number, got "
+                              f"{given!r}: e.g. {_ADMIN_EXAMPLES['rabbitmq']}?amqp_port=5672")
+        self._published_amqp_port = int(given) if given else None
         self._amqp_port: int | None = None
 
     def _api(self, method: str, path: str, body: object | None = None,
@@ -599,7 +627,7 @@ class RabbitmqTenants:
             raise TenantError(self._rights_missing(f"(tags {tags})"))
         for listener in self._api("GET", "overview").get("listeners", []):
             if listener.get("protocol") == "amqp":
-                self._amqp_port = int(listener["port"])
+                self._amqp_port = self._published_amqp_port or int(listener["port"])
         if self._amqp_port is None:
             raise TenantError(f"RabbitMQ at {self.base} has no AMQP listener")
 
@@ -959,6 +987,17 @@ def clear_tenant_keys(endpoint: Endpoint) -> int:
     return tenant.clear_redis()
 
 
+def list_tenants(admin: AdminLike = None, services: tuple[str, ...] | None = None,
+                 ) -> dict[str, tuple[TenantOwner, tuple[str, ...]]]:
+    """Every tenant on the servers in `admin`: its owner and the services it is on."""
+    found: dict[str, tuple[TenantOwner, tuple[str, ...]]] = {}
+    for service, provider in _providers_for(_admin(admin), services).items():
+        for name, owner in provider.owners().items():
+            previous = found.get(name, (owner, ()))
+            found[name] = (previous[0], (*previous[1], service))
+    return found
+
+
 def sweep_tenants(admin: AdminLike = None, services: tuple[str, ...] | None = None) -> list[str]:
     """Drop the tenants whose owner died, on every server in `admin`; returns their names.
 
@@ -1008,26 +1047,51 @@ class TenantHandle:
     resume = pause
 
 
+def private_per_tenant(service: str) -> bool:
+    """Whether each process gets a private server of `service` instead of a slice of a
+    shared one: what `labkit up` decides for Redis (see `up_private`), unless an admin
+    URL names a shared server for it."""
+    return service in up_private() and os.environ.get(ADMIN_ENV.get(service, ""), "") == ""
+
+
+def _start_private(spec: ServiceSpec, owner: Owner) -> Handle:
+    """A private server for this process: local binaries (Redis: ~70 ms), else Docker."""
+    if spec.start_local is not None and not spec.missing_binaries():
+        sweep_local()  # what a dead kernel left behind goes before a new server comes
+        return spec.start_local(owner)
+    if spec.start_docker is not None:
+        return spec.start_docker(spec.image, owner)
+    raise ServiceError(f"labkit up gives each process a private {spec.name}, but neither its "
+                       f"binaries ({', '.join(spec.missing_binaries())}) nor Docker can start "
+                       f"one here: install them, or set {ADMIN_ENV.get(spec.name, spec.url_env)}")
+
+
 class TenantBackend:
     """Every process that asks for a service becomes a tenant of a shared server.
 
-    Chosen by ``auto`` when the service's admin URL (LABKIT_<SERVICE>_ADMIN_URL) is set,
-    or by LABKIT_BACKEND=tenant: each kernel, pytest run and xdist worker then gets its
-    own database, vhost or Redis namespace, dropped when it exits, and swept if it dies.
+    Chosen by ``auto`` when the service's admin URL (LABKIT_<SERVICE>_ADMIN_URL) is set
+    or this project's `labkit up` recorded one, or by LABKIT_BACKEND=tenant: each
+    kernel, pytest run and xdist worker then gets its own database, vhost or Redis
+    namespace, dropped when it exits, and swept if it dies. Where `labkit up` gives
+    each process a private server instead (Redis), that is what a tenant gets.
     """
 
     name = "tenant"
 
     def available(self, spec: ServiceSpec) -> bool:
-        return spec.name in _PROVIDERS and bool(os.environ.get(ADMIN_ENV[spec.name]))
+        return spec.name in _PROVIDERS and admin_url(spec.name) is not None
 
     def check(self, spec: ServiceSpec) -> str:
         if spec.name not in _PROVIDERS:
             raise ServiceError(f"{spec.name} has no tenants: use another backend")
+        if private_per_tenant(spec.name):
+            return ", a private server per process"
         check_admin(services=(spec.name,))
         return ""
 
     def start(self, spec: ServiceSpec, owner: Owner) -> Handle:
+        if private_per_tenant(spec.name):
+            return _start_private(spec, owner)
         # what a dead kernel left behind goes before a new tenant comes, as for servers
         try:
             sweep_tenants(services=(spec.name,))

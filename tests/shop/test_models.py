@@ -16,6 +16,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from labkit import services
+from labkit.isolation import may_create_databases
 from labkit.shop import ShopSettings
 from labkit.shop.data import (
     Base,
@@ -191,7 +193,18 @@ def test_a_slow_statement_is_cancelled_by_the_server(shop_settings):
 
 @pytest.fixture
 def scratch_database_url(db_engine):
-    """An empty database of its own, dropped after the test."""
+    """An empty database of its own, dropped after the test.
+
+    A tenant's role (under `labkit up`, as in CI) may not create databases: there the
+    scratch database is a second tenant's, made with the shared server's admin access.
+    """
+    if not may_create_databases(db_engine):
+        if services.admin_url("postgres") is None:
+            pytest.skip("this run's database user may not create databases, and no admin URL "
+                        "is set to make one as a tenant")
+        with services.create_tenant(services=("postgres",)) as scratch:
+            yield scratch["postgres"].url
+        return
     database = f"scratch_{uuid.uuid4().hex[:12]}"
     name = sql.Identifier(database)
     libpq_url = db_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -1,6 +1,6 @@
 """The order saga after an outage (issue #14): never charged twice, never stuck PENDING.
 
-PostgreSQL is frozen for real (`labkit.services` pause: SIGSTOP or ``docker pause``) at
+PostgreSQL is frozen for real (a pause where labkit runs it, else the fault layer) at
 the worst moment, between the payment's approval and the order's confirmation; the
 client retries as a client would; the reconciler completes what the outage left.
 """
