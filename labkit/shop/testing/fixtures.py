@@ -72,8 +72,8 @@ def shop_settings(
 ) -> ShopSettings:
     """Settings on the live services and the fakes, with test-sized costs and timeouts.
 
-    PostgreSQL is reached as `database_outage` needs: through the `labkit.faults` proxy
-    where labkit does not run the server (`outages.through_fault_layer`).
+    PostgreSQL is reached as `database_outage` needs: through this process's
+    `labkit.faults` proxy, on every backend (`outages.through_fault_layer`).
     """
     from labkit.shop.settings import ShopSettings
     from labkit.shop.testing.helpers import TEST_TIMEOUTS
