@@ -115,7 +115,7 @@ class FreezeResult:
     plain: Timed
     engine: Timed
     frozen_for: float
-    plain_waited_through: bool  # still waiting when the server resumed
+    plain_waited_through: bool  # still waiting when the freeze ended
 
 
 def clients_in_a_freeze(engine: Engine, database_url: str) -> FreezeResult:
