@@ -116,7 +116,8 @@ def test_timed_reports_an_answer_and_an_error_as_outcomes():
 
 def test_in_a_freeze_the_plain_connection_waits_and_the_engine_gives_up(shop_app, shop_settings):
     freeze = clients_in_a_freeze(shop_app.state.shop.engine, shop_settings.database_url)
-    margin = 2.0  # scheduling on a loaded 2-core machine
+    margin = 5.0  # scheduling on a loaded 2-core machine; a client without deadlines
+    # would wait for ever, as the freeze lasts until the engine gives up
 
     assert freeze.plain_waited_through and freeze.plain.outcome == "answered"
     assert freeze.engine.outcome.startswith("OperationalError")
