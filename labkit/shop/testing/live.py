@@ -42,10 +42,11 @@ def settings_from_services(*, fault_layer: bool = False, **overrides: Any) -> Sh
     """Settings pointing at the live services of this process (started if needed).
 
     A URL given as an argument or in a LABKIT_SHOP_* variable wins: that service is
-    then neither looked up nor started. With `fault_layer`, the shop reaches PostgreSQL
-    as `database_outage` and lesson 03b's outages need (`outages.through_fault_layer`):
-    through this process's `labkit.faults` proxy, on every backend. Off by default: a
-    load test (lesson 10) should not measure a proxy in this process.
+    then neither looked up nor started. With `fault_layer`, the shop reaches each server
+    through this process's `labkit.faults` proxy to it (`outages.through_fault_layer`),
+    on every backend, so `database_outage`, `outages.frozen("rabbitmq")` and the other
+    faults reach it. Off by default: a load test (lesson 10) should not measure a proxy
+    in this process.
 
     >>> settings = settings_from_services(password_hash_profile="fast")
     """
@@ -54,7 +55,7 @@ def settings_from_services(*, fault_layer: bool = False, **overrides: Any) -> Sh
 
     found = {
         field: (through_fault_layer(services.get(service)) if fault_layer
-                and service == "postgres" else services.get(service)).url
+                else services.get(service)).url
         for field, service in SERVICE_FIELDS.items()
         if field not in overrides and not given_in_environment(field)
     }

@@ -5,10 +5,10 @@
     >>> clients_in_a_freeze(shop.engine, settings.database_url)
     >>> timeline = health_through_an_outage(client, outage_at=1.0, outage_for=6.0, run_for=9.0)
 
-`frozen` freezes PostgreSQL for the shop with `labkit.faults`: the shop reaches the
-server through this process's proxy (`through_fault_layer`, which
-`settings_from_services(fault_layer=True)` and the `shop_settings` fixture use) and the
-proxy stops moving bytes. One path on every backend (Docker, local, `labkit up`, a URL):
+`frozen` freezes PostgreSQL (or RabbitMQ, or Redis) for the shop with `labkit.faults`:
+the shop reaches each server through this process's proxy to it (`through_fault_layer`,
+which `settings_from_services(fault_layer=True)` and the `shop_settings` fixture use)
+and the proxy stops moving bytes. One path on every backend (Docker, local, `labkit up`, a URL):
 the server itself is never touched, so a lesson runs the same wherever it runs, and a
 server shared with others (a tenant's, a workshop's) is never stopped under them.
 `labkit.services.paused` (``docker pause``, SIGSTOP) stays in the kit for a server this
