@@ -1,8 +1,9 @@
 """The order saga after an outage (issue #14): never charged twice, never stuck PENDING.
 
-PostgreSQL is frozen for real (a pause where labkit runs it, else the fault layer) at
-the worst moment, between the payment's approval and the order's confirmation; the
-client retries as a client would; the reconciler completes what the outage left.
+PostgreSQL is frozen for real (`outages.frozen`: the `labkit.faults` proxy the shop
+reaches it through stops moving bytes, on every backend) at the worst moment, between
+the payment's approval and the order's confirmation; the client retries as a client
+would; the reconciler completes what the outage left.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Issue #14's acceptance test: two shop workers (two apps, each with its own outbox
 relay, on one database) serve over real HTTP while a few clients sign up and order.
-Midway RabbitMQ is frozen (SIGSTOP on the local backend, ``docker pause`` on Docker)
-until both shops have noticed, then resumed. Afterwards every accepted sign-up's
+Midway RabbitMQ is frozen for the shops (`outages.frozen`: the `labkit.faults` proxy
+they reach it through stops moving bytes, on every backend) until both shops have
+noticed, then thawed. Afterwards every accepted sign-up's
 welcome email and every accepted order's ORDER_CREATED event reach their idempotent
 consumers, and each has its effect exactly once: one email per address, one counter
 increment per order. Nothing here calls `relay_once`: the shops' background relays do
@@ -29,12 +30,11 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labkit import services
 from labkit.services import Endpoint
 from labkit.shop.app import ShopServer
 from labkit.shop.data import AnalyticsCounter, OutboxEvent, ProcessedMessage
 from labkit.shop.testing import FakeDownstream, auth_header, queued_json
-from labkit.shop.testing.outages import NOT_OURS_TO_PAUSE
+from labkit.shop.testing.outages import frozen
 from labkit.shop.workers import (
     OrderEventConsumer,
     WelcomeEmail,
@@ -148,22 +148,12 @@ def order_ids_of(sessions: sessionmaker[Session], outbox_ids: list[str]) -> list
         return [event.payload["orderId"] for event in events]
 
 
-def skip_unless_labkit_runs_rabbitmq() -> None:
-    """The outage is a real pause of the broker: the shop's AMQP connections do not go
-    through labkit.faults' proxy, so a shared or external RabbitMQ cannot be frozen."""
-    backend, _ = services.backend_for("rabbitmq")
-    if backend in NOT_OURS_TO_PAUSE:
-        pytest.skip(f"RabbitMQ is {backend} here: this outage needs one labkit runs")
-
-
 def test_every_event_is_delivered_once_after_a_broker_outage(
     shops: list[FastAPI],
     queues: dict[str, str],
     rabbitmq: Endpoint,
     redis_client: Any,
 ) -> None:
-    skip_unless_labkit_runs_rabbitmq()
-    broker = services.handle("rabbitmq")
     shop = shops[0].state.shop
     sessions = shop.sessions
     load = Load()
@@ -172,9 +162,9 @@ def test_every_event_is_delivered_once_after_a_broker_outage(
     with ShopServer(shops[0]) as first, ShopServer(shops[1]) as second:
         clients = run_clients([first.url, second.url], shop.settings, load, run)
         wait_until(lambda: load.users_done >= USERS // 4, timeout=120, message="first quarter")
-        broker.pause()
+        freeze = frozen("rabbitmq")
         try:
-            paused_at = time.monotonic()
+            frozen_at = time.monotonic()
             users_before = load.users_done
             # Resume once most of the load has run into the outage and every running relay
             # has failed against the frozen broker (its heartbeat noticed).
@@ -192,7 +182,7 @@ def test_every_event_is_delivered_once_after_a_broker_outage(
             )
             users_during = load.users_done - users_before
         finally:
-            broker.resume()
+            freeze.off()
         resumed_at, resumed_wall = time.monotonic(), datetime.now(UTC)
         for thread in clients:
             thread.join(timeout=300)
@@ -251,7 +241,7 @@ def test_every_event_is_delivered_once_after_a_broker_outage(
         )
     print(
         f"\n{USERS} users by {CLIENTS} clients on 2 shops; RabbitMQ frozen "
-        f"{resumed_at - paused_at:.1f} s, during which {users_during} users signed up and "
+        f"{resumed_at - frozen_at:.1f} s, during which {users_during} users signed up and "
         f"ordered. After it came back, the last event written before was published in "
         f"{backlog_lag:.1f} s (relay every {RELAY_INTERVAL} s, backoff up to "
         f"{shop.settings.background_max_backoff} s); the clients finished and the outbox "
@@ -288,18 +278,21 @@ def test_a_sign_up_while_the_broker_is_frozen_is_accepted_and_its_email_relayed_
 ) -> None:
     """A frozen broker times out the publisher's AMQP handshake; that error (pika's own
     AMQPConnectorException, not an AMQPError) once escaped `publish_now` as a 500."""
-    skip_unless_labkit_runs_rabbitmq()
     queue = amqp_queue()
     app = make_shop_app(outbox_relay_interval=RELAY_INTERVAL, email_queue=queue)
     user = {"email": "frozen@example.com", "name": "Frozen", "password": "SecurePass123!"}
 
     with ShopServer(app) as server:
-        with services.paused("rabbitmq"):
+        with frozen("rabbitmq"):
             started = time.monotonic()
             response = httpx.post(f"{server.url}/api/users", json=user, timeout=60)
             took = time.monotonic() - started
+            # Nothing can be published while the shop's broker link is frozen: an event
+            # sent already would mean the freeze never reached the shop.
+            unsent_in_the_freeze = unpublished_count(app.state.shop.sessions)
         emails = queued_json(amqp_channel, queue, timeout=DELIVERY_DEADLINE)
 
     print(f"\nsign-up with RabbitMQ frozen answered {response.status_code} in {took:.1f} s")
     assert response.status_code == 201, response.text
+    assert unsent_in_the_freeze == 1, "the welcome email left during the freeze"
     assert [email["to"] for email in emails] == [user["email"]]

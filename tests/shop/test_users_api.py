@@ -117,6 +117,8 @@ def test_database_outage_is_503_with_nothing_half_written_then_recovers(
 ):
     queue = amqp_queue("email-queue")
     shop_client.get("/health")  # a warm pool: the outage must be noticed, not dodged
+    # The app's own deadlines, plus scheduling on a loaded 2-core machine.
+    bound = shop_settings.db_io_timeout + shop_settings.db_connect_timeout + 5.0
 
     started = time.monotonic()
     with database_outage(shop_settings.database_url):
@@ -126,7 +128,7 @@ def test_database_outage_is_503_with_nothing_half_written_then_recovers(
     assert response.status_code == 503
     assert response.json() == UNAVAILABLE_BODY
     assert response.headers["Retry-After"]
-    assert elapsed < 10, "a frozen database must fail fast, not hang"
+    assert elapsed < bound, f"a frozen database must fail within {bound:g} s, took {elapsed:.1f} s"
     assert redis_client.keys("*") == []
     assert queued_json(amqp_channel, queue, expect=0, timeout=0.3) == []
     assert shop_session.scalars(select(User)).all() == []

@@ -8,8 +8,8 @@ calls it got, and can be told to be slow or broken.
     ...     fakes.inventory.stock["SKU-1"] = 0          # out of stock
     ...     fakes.payment.decline = True                # every payment declined
     ...     fakes.payment.delay = 5.0                   # or: answer after 5 s
-    ...     fakes.payment.before_reply = lambda call, answer: db.pause()  # a fault, just then
-    ...     app = create_app(settings_from_services(**fakes.settings()))
+    ...     fakes.payment.before_reply = lambda call, answer: frozen("postgres")  # just then
+    ...     app = create_app(settings_from_services(fault_layer=True, **fakes.settings()))
     ...     ...
     ...     fakes.payment.calls                         # what the shop sent
 

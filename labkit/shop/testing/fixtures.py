@@ -72,8 +72,9 @@ def shop_settings(
 ) -> ShopSettings:
     """Settings on the live services and the fakes, with test-sized costs and timeouts.
 
-    PostgreSQL is reached as `database_outage` needs: through the `labkit.faults` proxy
-    where labkit does not run the server (`outages.through_fault_layer`).
+    Each server is reached through this process's `labkit.faults` proxy to it, on every
+    backend (`outages.through_fault_layer`), so `database_outage` and `outages.frozen`
+    reach the shop; the `redis_client` and `amqp_*` fixtures go direct, as an observer.
     """
     from labkit.shop.settings import ShopSettings
     from labkit.shop.testing.helpers import TEST_TIMEOUTS
@@ -81,8 +82,8 @@ def shop_settings(
 
     return ShopSettings(
         database_url=through_fault_layer(postgres).url,
-        redis_url=redis.url,
-        amqp_url=rabbitmq.url,
+        redis_url=through_fault_layer(redis).url,
+        amqp_url=through_fault_layer(rabbitmq).url,
         password_hash_profile="fast",
         **shop_fakes_server.settings(),
         **TEST_TIMEOUTS,

@@ -42,10 +42,11 @@ def settings_from_services(*, fault_layer: bool = False, **overrides: Any) -> Sh
     """Settings pointing at the live services of this process (started if needed).
 
     A URL given as an argument or in a LABKIT_SHOP_* variable wins: that service is
-    then neither looked up nor started. With `fault_layer`, the shop reaches PostgreSQL
-    as `database_outage` and lesson 03b's outages need (`outages.through_fault_layer`):
-    through a `labkit.faults` proxy where labkit does not run the server. Off by
-    default: a load test (lesson 10) should not measure a proxy in this process.
+    then neither looked up nor started. With `fault_layer`, the shop reaches each server
+    through this process's `labkit.faults` proxy to it (`outages.through_fault_layer`),
+    on every backend, so `database_outage`, `outages.frozen("rabbitmq")` and the other
+    faults reach it. Off by default: a load test (lesson 10) should not measure a proxy
+    in this process.
 
     >>> settings = settings_from_services(password_hash_profile="fast")
     """
@@ -54,7 +55,7 @@ def settings_from_services(*, fault_layer: bool = False, **overrides: Any) -> Sh
 
     found = {
         field: (through_fault_layer(services.get(service)) if fault_layer
-                and service == "postgres" else services.get(service)).url
+                else services.get(service)).url
         for field, service in SERVICE_FIELDS.items()
         if field not in overrides and not given_in_environment(field)
     }
@@ -66,15 +67,17 @@ def database_outage(database_url: str, application_name: str = "labkit-shop") ->
     """PostgreSQL unreachable for the shop for the block: a real fault, not a mock.
 
     The shop's open connections to its database are terminated, then PostgreSQL is
-    frozen (`outages.frozen`: the server paused where labkit runs it, the fault layer's
-    proxy frozen where it does not): the app's pre-ping sees its connection gone, and
-    its reconnect hangs until ``db_connect_timeout``. On exit the freeze ends.
+    frozen for the shop (`outages.frozen`: the fault layer's proxy moves nothing, so
+    `database_url` must go through it, as `shop_settings` does): the app's pre-ping sees
+    its connection gone, and its reconnect hangs until ``db_connect_timeout``. On exit
+    the freeze ends.
 
     Only this database's connections are terminated: on a shared server, other users'
     shops (same application name, other databases) are left alone.
     """
-    from labkit.shop.testing.outages import frozen
+    from labkit.shop.testing.outages import frozen, require_fault_layer
 
+    require_fault_layer(database_url)
     url = make_url(database_url).set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as admin:
         admin.execute(

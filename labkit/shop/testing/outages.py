@@ -1,25 +1,25 @@
 """The shop's database goes down for real: the measurements lesson 03b shows.
 
-    >>> from labkit.shop.testing.outages import pause_support, clients_in_a_freeze
-    >>> support = pause_support()              # how will labkit freeze PostgreSQL here?
+    >>> from labkit.shop.testing.outages import clients_in_a_freeze, frozen
+    >>> settings = settings_from_services(fault_layer=True)   # the shop goes through the proxy
     >>> clients_in_a_freeze(shop.engine, settings.database_url)
     >>> timeline = health_through_an_outage(client, outage_at=1.0, outage_for=6.0, run_for=9.0)
 
-`frozen` freezes PostgreSQL for a block, whatever the backend. A server this process
-started is paused (`labkit.services.paused`: ``docker pause`` on Docker, SIGSTOP on the
-local backend). A server it did not start (external: a URL, `labkit up`) is not its to
-pause, so the shop reaches it through a proxy of `labkit.faults` (`through_fault_layer`,
+`frozen` freezes PostgreSQL (or RabbitMQ, or Redis) for the shop with `labkit.faults`:
+the shop reaches each server through this process's proxy to it (`through_fault_layer`,
 which `settings_from_services(fault_layer=True)` and the `shop_settings` fixture use)
-and the proxy is frozen instead: the same silence, seen from the network.
-`pause_support` says which of the two a lesson gets.
+and the proxy stops moving bytes. One path on every backend (Docker, local, `labkit up`, a URL):
+the server itself is never touched, so a lesson runs the same wherever it runs, and a
+server shared with others (a tenant's, a workshop's) is never stopped under them.
+`labkit.services.paused` (``docker pause``, SIGSTOP) stays in the kit for a server this
+process runs, but no lesson depends on it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,100 +30,62 @@ from sqlalchemy.engine import Engine, make_url
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from labkit.faults import Fault
     from labkit.services import Endpoint
 
 __all__ = [
     "FreezeResult",
-    "PauseSupport",
     "Timed",
     "clients_in_a_freeze",
     "frozen",
     "health_through_an_outage",
-    "pause_support",
     "plot_outage",
+    "require_fault_layer",
     "through_fault_layer",
     "timed",
 ]
 
 
-# Backends whose server is shared or someone else's: frozen through the fault layer.
-NOT_OURS_TO_PAUSE = ("external", "tenant")
-
-
-@dataclass(frozen=True)
-class PauseSupport:
-    """How `frozen` freezes a service here, in a lesson's words (`how`)."""
-
-    service: str
-    backend: str
-    how: str
-
-
-def pause_support(service: str = "postgres") -> PauseSupport:
-    """How `frozen(service)` freezes the server this process uses, on any backend.
-
-    A server labkit runs is paused; any other is reached through the fault layer's
-    proxy, which is frozen instead.
-    """
-    from labkit import services
-
-    backend, _ = services.backend_for(service)
-    if backend in NOT_OURS_TO_PAUSE:
-        how = ("a labkit.faults proxy between the shop and the server, frozen (the server "
-               "is not this kernel's to pause)")
-    else:
-        how = "docker pause on its container" if backend == "docker" else "SIGSTOP to its processes"
-    return PauseSupport(service, backend, how)
-
-
-def _owns(service: str) -> bool:
-    from labkit import services
-
-    return services.backend_for(service)[0] not in NOT_OURS_TO_PAUSE
-
-
 def through_fault_layer(endpoint: Endpoint) -> Endpoint:
-    """`endpoint` as the shop should use it for `frozen` to reach it.
+    """`endpoint` through this process's `labkit.faults` proxy: what `frozen` reaches.
 
-    The endpoint itself where labkit runs the server (it pauses the server); the same
-    endpoint through this process's `labkit.faults` proxy where it does not.
+    The same credentials and database, the proxy's host and port. Clients given the
+    server's own endpoint see no fault at all.
     """
     from labkit import faults
 
-    return endpoint if _owns(endpoint.service) else faults.proxied(endpoint)
+    return faults.proxied(endpoint)
 
 
-@contextmanager
-def frozen(service: str = "postgres") -> Iterator[None]:
-    """`service` frozen for the block: it accepts connections and answers nothing.
+def frozen(service: str = "postgres") -> Fault:
+    """`service` frozen for clients of its proxy: connects succeed, nothing answers.
 
-    Pauses a server labkit runs; freezes the `labkit.faults` proxy to one it does not,
-    which only clients connected through `through_fault_layer` see.
+    A `labkit.faults.Fault`: use it as ``with frozen("postgres"):``, or switch it on in
+    one place and ``.off()`` in another (a callback that freezes the database at the
+    worst moment). Only clients connected through `through_fault_layer` see it; the
+    server keeps answering everyone else.
     """
-    from labkit import faults, services
-
-    if _owns(service):
-        with services.paused(service):
-            yield
-    else:
-        with faults.freeze(service):
-            yield
-
-
-def _check_reaches_the_fault_layer(database_url: str) -> None:
-    """On an external server, a URL that bypasses the proxy would see no freeze at all."""
     from labkit import faults
 
-    if _owns("postgres"):
-        return
+    return faults.freeze(service)
+
+
+def require_fault_layer(database_url: str) -> None:
+    """Raise ValueError unless `database_url` goes through the proxy `frozen` freezes.
+
+    A URL that bypasses the proxy would see no freeze at all: a demo or a test would
+    measure a healthy database and call it an outage. Better an error that says so.
+    """
+    from labkit import faults
+
     proxy = faults.proxy("postgres")
     url = make_url(database_url)
     if (url.host, url.port) != (proxy.host, proxy.port):
         raise ValueError(
-            f"PostgreSQL is external here, so labkit freezes the proxy at "
-            f"{proxy.host}:{proxy.port}, but this database_url goes to {url.host}:{url.port} "
-            "and would never see the freeze: build the settings with "
-            "settings_from_services(fault_layer=True) or use the shop_settings fixture"
+            f"labkit freezes PostgreSQL at its fault layer's proxy, {proxy.host}:{proxy.port}, "
+            f"but this database_url goes to {url.host}:{url.port} and would never see the "
+            "freeze: build the settings with settings_from_services(fault_layer=True) or use "
+            "the shop_settings fixture"
         )
 
 
@@ -153,7 +115,7 @@ class FreezeResult:
     plain: Timed
     engine: Timed
     frozen_for: float
-    plain_waited_through: bool  # still waiting when the server resumed
+    plain_waited_through: bool  # still waiting when the freeze ended
 
 
 def clients_in_a_freeze(engine: Engine, database_url: str) -> FreezeResult:
@@ -164,7 +126,7 @@ def clients_in_a_freeze(engine: Engine, database_url: str) -> FreezeResult:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    _check_reaches_the_fault_layer(database_url)
+    require_fault_layer(database_url)
     url = make_url(database_url).set(drivername="postgresql")
     results: dict[str, Timed] = {}
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as plain:
