@@ -133,4 +133,7 @@ def test_health_through_an_outage_is_503_while_frozen_and_200_after(shop_app, sh
 
     statuses = [row["status"] for row in rows]
     assert statuses[0] == 200 and 503 in statuses and statuses[-1] == 200, statuses
+    phases = ("before", "during", "after")
+    by_phase = {phase: {r["status"] for r in rows if r["phase"] == phase} for phase in phases}
+    assert by_phase == {"before": {200}, "during": {503}, "after": {200}}, rows
     assert [row["sent_s"] for row in rows] == sorted(row["sent_s"] for row in rows)

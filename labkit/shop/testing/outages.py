@@ -147,20 +147,28 @@ def clients_in_a_freeze(engine: Engine, database_url: str) -> FreezeResult:
 
 def health_through_an_outage(
     client: Any, outage_at: float, outage_for: float, run_for: float, every: float = 0.05
-) -> list[dict[str, float | int]]:
+) -> list[dict[str, float | int | str]]:
     """``GET /health`` every `every` seconds for `run_for` seconds, with PostgreSQL frozen
     from `outage_at` for `outage_for` seconds: one row per request (``sent_s``,
-    ``took_s``, ``status``). The client's app must reach PostgreSQL as `frozen` expects
-    (`through_fault_layer`)."""
+    ``took_s``, ``status``, ``phase``). The client's app must reach PostgreSQL as `frozen`
+    expects (`through_fault_layer`).
+
+    ``phase`` places each request against the instants the freeze really began and
+    ended, which a loaded machine may shift from the schedule: ``before`` (answered
+    before it began), ``during`` (sent after it began, answered before it ended),
+    ``after`` (sent after it ended), or ``across`` (straddling a boundary)."""
+    began = time.monotonic()
+    frozen_from_to: list[float] = []
 
     def outage() -> None:
         time.sleep(outage_at)  # a fault on a schedule: there is nothing to wait for
         with frozen("postgres"):
+            frozen_from_to.append(time.monotonic() - began)
             time.sleep(outage_for)
+        frozen_from_to.append(time.monotonic() - began)
 
     injector = threading.Thread(target=outage)
-    rows: list[dict[str, float | int]] = []
-    began = time.monotonic()
+    rows: list[dict[str, float | int | str]] = []
     injector.start()
     try:
         while (sent := time.monotonic() - began) < run_for:
@@ -170,6 +178,15 @@ def health_through_an_outage(
             time.sleep(every)
     finally:
         injector.join()
+    start, end = frozen_from_to
+    for row in rows:
+        sent_s, answered_s = float(row["sent_s"]), float(row["sent_s"]) + float(row["took_s"])
+        row["phase"] = (
+            "before" if answered_s < start
+            else "after" if sent_s > end
+            else "during" if sent_s >= start and answered_s <= end
+            else "across"
+        )
     return rows
 
 
