@@ -37,8 +37,9 @@ def test_doctor_fails_when_a_service_has_no_backend(tmp_path):
     assert "labkit cannot run" in result.stdout
 
 
-def test_bad_service_url_is_reported_not_crashed():
-    result = labkit("up", "redis", LABKIT_REDIS_URL="http://nope", LABKIT_BACKEND="external")
+def test_bad_service_url_is_reported_not_crashed(tmp_path):
+    result = labkit("up", "redis", LABKIT_REDIS_URL="http://nope", LABKIT_BACKEND="external",
+                    LABKIT_STATE_DIR=str(tmp_path))  # not a `labkit up` already running
     assert result.returncode != 0
     assert "must start with redis://" in result.stdout + result.stderr
 

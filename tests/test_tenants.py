@@ -74,13 +74,25 @@ def test_the_management_api_listens_on_loopback_only(managed_rabbitmq, managemen
 
 
 @pytest.fixture(scope="module")
-def admin(management_url: str, postgres: services.Endpoint,
-          redis: services.Endpoint) -> TenantAdmin:
-    """Admin URLs: from LABKIT_*_ADMIN_URL, else this run's own servers' users (superuser,
+def owned_servers() -> Iterator[dict[str, services.Endpoint]]:
+    """A PostgreSQL and a Redis this module runs. Not the `postgres` and `redis`
+    fixtures: under `labkit up` (as in CI) those are themselves tenants, whose role may
+    not create databases and whose Redis user may not manage ACLs."""
+    handles = {name: services.start(name, "local") for name in ("postgres", "redis")}
+    try:
+        yield {name: handle.endpoint for name, handle in handles.items()}
+    finally:
+        for handle in handles.values():
+            handle.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(management_url: str, owned_servers: dict[str, services.Endpoint]) -> TenantAdmin:
+    """Admin URLs: from LABKIT_*_ADMIN_URL, else the owned servers' users (superuser,
     Redis default user) and the management API above."""
     return TenantAdmin(
-        postgres=os.environ.get(ADMIN_ENV["postgres"]) or postgres.dsn,
-        redis=os.environ.get(ADMIN_ENV["redis"]) or redis.url,
+        postgres=os.environ.get(ADMIN_ENV["postgres"]) or owned_servers["postgres"].dsn,
+        redis=os.environ.get(ADMIN_ENV["redis"]) or owned_servers["redis"].url,
         rabbitmq=os.environ.get(ADMIN_ENV["rabbitmq"]) or management_url,
     )
 
@@ -364,9 +376,10 @@ def test_a_bad_tenant_name_is_refused_before_any_server_is_asked(name):
         services.create_tenant(unreachable, name=name)
 
 
-def test_no_admin_url_names_the_variables(monkeypatch):
+def test_no_admin_url_names_the_variables(monkeypatch, tmp_path):
     for variable in ADMIN_ENV.values():
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv(services.STATE_ENV, str(tmp_path))  # no `labkit up` to fall back on
     with pytest.raises(TenantError, match="LABKIT_POSTGRES_ADMIN_URL, LABKIT_REDIS_ADMIN_URL"):
         services.check_admin()
 
