@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from labkit.shop.app import UNAVAILABLE_BODY, ShopServer
 from labkit.shop.data import Order, OrderStatus, OutboxEvent
 from labkit.shop.domain import reconcile_orders
-from labkit.shop.testing import add_user, auth_header
+from labkit.shop.testing import auth_header
 from labkit.shop.testing.outages import frozen
 from labkit.waiting import wait_until
 
@@ -32,16 +32,6 @@ SEED_ORDER = {
     "paymentMethod": "CREDIT_CARD",
 }
 RESERVED = [("product-1", 2), ("product-2", 1)]
-
-
-@pytest.fixture
-def buyer(shop_session):
-    return add_user(shop_session, email="buyer@example.com", name="Buyer")
-
-
-@pytest.fixture
-def as_buyer(shop_settings, buyer):
-    return auth_header(shop_settings, buyer.id)
 
 
 @pytest.fixture

@@ -23,16 +23,6 @@ SEED_ORDER = {
 }
 
 
-@pytest.fixture
-def buyer(shop_session):
-    return add_user(shop_session, email="buyer@example.com", name="Buyer")
-
-
-@pytest.fixture
-def as_buyer(shop_settings, buyer):
-    return auth_header(shop_settings, buyer.id)
-
-
 def test_order_is_confirmed_paid_and_its_event_is_in_the_outbox(
     shop_client, shop_session, shop_downstream, buyer, as_buyer
 ):
