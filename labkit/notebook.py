@@ -43,11 +43,16 @@ def setup(start: Iterable[str] = ()) -> None:
             # Plugins installed beside the lessons that no lesson cell uses, each seconds
             # to import on a cell's first run: nbmake (CI runs it outside the kernel),
             # Hypothesis, Faker (factory_boy brings it), Locust (lesson 10 runs it in
-            # subprocesses; its plugin must never load in a kernel).
+            # subprocesses; its plugin must never load in a kernel), Schemathesis (the
+            # shop's API contract test runs it from tests/: ~2.7 s of a kernel's first
+            # cell), xdist (a cell's tests run in the kernel, never in workers).
             "-p", "no:nbmake",
             "-p", "no:hypothesispytest",
             "-p", "no:faker",
             "-p", "no:locust",
+            "-p", "no:schemathesis",
+            "-p", "no:xdist",
+            "-p", "no:xdist.looponfail",
             # pytest cannot rewrite asserts in plugins the kernel imported before it
             # (anyio, via httpx); harmless, and noise in every cell.
             "-W", "ignore::pytest.PytestAssertRewriteWarning",

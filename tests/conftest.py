@@ -14,6 +14,10 @@ from labkit import services
 from labkit.services import Endpoint
 
 RunNbmake = Callable[..., "subprocess.CompletedProcess[str]"]
+# Installed pytest plugins a child nbmake run never uses, seconds to import in each child
+# (Schemathesis alone ~2.7 s): the same ones labkit.notebook.setup() keeps out of kernels.
+SLOW_UNUSED_PLUGINS = ("-p", "no:schemathesis", "-p", "no:hypothesispytest", "-p", "no:faker",
+                       "-p", "no:locust", "-p", "no:xdist", "-p", "no:xdist.looponfail")
 
 
 @pytest.fixture
@@ -32,7 +36,8 @@ def run_nbmake(postgres: Endpoint, redis: Endpoint, rabbitmq: Endpoint) -> RunNb
 
     def run(path: Path, solutions: str = "run") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", str(path)],
+            [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider",
+             *SLOW_UNUSED_PLUGINS, str(path)],
             check=False,  # the exit code is what the tests look at
             capture_output=True,
             text=True,

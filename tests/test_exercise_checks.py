@@ -16,7 +16,9 @@ this is also CI's learner run of every lesson. At each exercise's ``%%check``:
 Any other cell that raises fails the lesson, as it would fail nbmake; a cell that writes to
 stderr (a warning a learner would see in red) fails it too, unless the cell says, in a
 comment, that it fails deliberately (``# deliberately fails: …``), or the warning is one
-about how a measurement was taken (a busy machine).
+about how a measurement was taken (a busy machine). A test that skips fails it too, unless
+its cell says why it may (a Docker-only test): the kernel's services are external ones
+(below), so this is CI's proof that every fault demo runs, not skips, on that backend.
 
 A wrong answer is a ``[[exercise-name]]`` table::
 
@@ -112,6 +114,12 @@ def shown(cell: nbformat.NotebookNode) -> tuple[str, str, list[str]]:
 # lesson: a learner on a loaded laptop should see them, so they may appear.
 MEASUREMENT_WARNINGS = ("GeneratorBottleneckWarning",)
 DELIBERATE = re.compile(r"#.*\bdeliberate", re.IGNORECASE)  # a cell that says it fails on purpose
+# ipytest's summary line when tests skipped ("3 passed, 1 skipped in 0.52s"). A lesson's
+# demos run on every backend (faults go through labkit's proxy, not a paused server), so
+# a skip is allowed only in a cell that says why it may skip (Docker-only tests, or a
+# measurement that needs a server of its own).
+SKIPPED = re.compile(r"\b\d+ skipped\b")
+MAY_SKIP = ("NO_DOCKER", "skip_without_docker", "pytest.skip(")
 
 
 def red_text(stderr: str) -> str:
@@ -202,6 +210,9 @@ def test_a_learners_run_proves_each_check(
             printed, stderr, red = shown(cell)
             if red_text(stderr) and not DELIBERATE.search(cell.source):
                 pytest.fail(f"{where} wrote to stderr (red in JupyterLab):\n{stderr[-2000:]}")
+            if SKIPPED.search(printed) and not any(may in cell.source for may in MAY_SKIP):
+                pytest.fail(f"{where}: a test skipped on the external backend, where every "
+                            f"demo must run:\n{printed[-2000:]}")
             if "exercise" in cell.metadata.get("tags", []):
                 learners_cell = cell.source
             if kind == "solution":

@@ -135,5 +135,9 @@ def test_health_through_an_outage_is_503_while_frozen_and_200_after(shop_app, sh
     assert statuses[0] == 200 and 503 in statuses and statuses[-1] == 200, statuses
     phases = ("before", "during", "after")
     by_phase = {phase: {r["status"] for r in rows if r["phase"] == phase} for phase in phases}
-    assert by_phase == {"before": {200}, "during": {503}, "after": {200}}, rows
+    # On a loaded machine the first request into the freeze may take its whole timeout
+    # and straddle the freeze's end ("across"), leaving no request wholly "during" it:
+    # what must hold is that none answered 200 while frozen.
+    assert by_phase["before"] == {200} and by_phase["after"] == {200}, rows
+    assert by_phase["during"] <= {503}, rows
     assert [row["sent_s"] for row in rows] == sorted(row["sent_s"] for row in rows)
