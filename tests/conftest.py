@@ -47,3 +47,21 @@ def run_nbmake(postgres: Endpoint, redis: Endpoint, rabbitmq: Endpoint) -> RunNb
         )
 
     return run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the long items first: every lesson's kernel (nbmake's and the learner's run in
+    test_exercise_checks), the tests that run a notebook under nbmake (`run_nbmake`) and
+    the tests marked slow, then the many short ones.
+
+    pytest-xdist hands items to its workers in this order, so the short tests fill the
+    end of the run on both workers, instead of one worker finishing a two-minute lesson
+    while the other waits (the sort is stable: each group keeps its collection order)."""
+    def long_first(item: pytest.Item) -> int:
+        if item.path.suffix == ".ipynb" or item.name.startswith("test_a_learners_run"):
+            return 0  # a whole lesson: 10 s to 2 minutes
+        if "run_nbmake" in getattr(item, "fixturenames", ()) or item.get_closest_marker("slow"):
+            return 1
+        return 2
+
+    items.sort(key=long_first)

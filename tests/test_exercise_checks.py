@@ -180,6 +180,7 @@ def test_every_exercise_has_wrong_answers_for_its_lesson():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson", NOTEBOOKS, ids=lambda p: p.stem)
 def test_a_learners_run_proves_each_check(
     lesson: Path, tmp_path: Path, postgres: Endpoint, redis: Endpoint, rabbitmq: Endpoint
