@@ -47,6 +47,7 @@ PACKAGES = (
     *((name, "lessons") for name in (
         "jupyterlab", "ipytest", "pandas", "matplotlib", "fastapi", "locust",
     )),
+    ("confluent-kafka", "kafka"),
 )
 
 
@@ -110,12 +111,14 @@ def doctor_checks() -> list[Check]:
         checks.append(Check("free ports on 127.0.0.1", True, f"e.g. {free_port()}"))
     except OSError as exc:
         checks.append(Check("free ports on 127.0.0.1", False, str(exc), "free some ports"))
-    for name in services.specs():
+    for name, spec in services.specs().items():
         try:
             backend, reason = services.check(name)
             checks.append(Check(f"service {name}", True, f"{backend} ({reason})"))
         except services.ServiceError as exc:
-            checks.append(Check(f"service {name}", False, "no backend", str(exc)))
+            # a service of an extra (kafka) is absent without it, not broken
+            checks.append(Check(f"service {name}", False, "no backend", str(exc),
+                                required=not spec.install_extra))
     return checks
 
 
@@ -458,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print shell `export` lines naming the services `labkit up` runs for this "
         "project (or that LABKIT_<SERVICE>_URL gives): LABKIT_<SERVICE>_URL for labkit, and "
         "the names other tools read: DATABASE_URL and PGHOST/PGPORT/PGUSER/PGPASSWORD/"
-        "PGDATABASE (postgres), REDIS_URL, AMQP_URL, AWS_ENDPOINT_URL and AWS_* (aws).",
+        "PGDATABASE (postgres), REDIS_URL, AMQP_URL, AWS_ENDPOINT_URL and AWS_* (aws), "
+        "KAFKA_BOOTSTRAP_SERVERS (kafka).",
     )
     env.add_argument("services", nargs="*", metavar="SERVICE",
                      help="only these (default: every one that runs)")
