@@ -191,7 +191,8 @@ def shared_admin(name: str, endpoint: services.Endpoint) -> str | None:
     not: lessons write unprefixed keys (``"greeting"``), which an ACL tenant confined to
     ``<tenant>:*`` may not, so each process gets a private redis-server instead
     (`shared_privately`). The AWS emulator has no isolation to give (moto checks no
-    credentials), so it stays one server for all, as before.
+    credentials), so it stays one server for all, as before. Kafka is shared with a
+    topic prefix per process, which the kit's helpers keep and the sweep cleans up.
     """
     if endpoint.backend not in ("local", "docker"):
         return None  # a server someone else runs: its URL is not an admin's
@@ -200,6 +201,8 @@ def shared_admin(name: str, endpoint: services.Endpoint) -> str | None:
     if name == "rabbitmq" and endpoint.extra.get("management_url"):
         # AMQP where clients reach it: a container's port is published elsewhere
         return f"{endpoint.extra['management_url']}?amqp_port={endpoint.port}"
+    if name == "kafka":
+        return endpoint.url  # a broker without ACLs: any client administers it
     return None
 
 
@@ -310,6 +313,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 SHARING = {
     "postgres": "shared; each process a tenant (its own database and role)",
     "rabbitmq": "shared; each process a tenant (its own vhost and user)",
+    "kafka": "shared; each process a tenant (its own topic and group prefix)",
 }
 PRIVATE = "each process starts its own private server (lessons' keys stay unprefixed)"
 ONE_FOR_ALL = "one server for every process, not isolated between them"

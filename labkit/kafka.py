@@ -119,7 +119,7 @@ def create_topic(endpoint: Endpoint, name: str, partitions: int = DEFAULT_PARTIT
     validate_topic_name(name)
     if not name.startswith(endpoint.topic_prefix):
         raise InvalidTopicName(
-            f"this process is tenant {endpoint.origin} of a shared Kafka: its topics start "
+            f"this process is {endpoint.origin} of a shared Kafka: its topics start "
             f"with {endpoint.topic_prefix!r}, got {name!r} — use unique_topic_name()"
         )
     if partitions < 1:

@@ -241,3 +241,52 @@ def test_the_docker_backend_says_when_its_image_is_missing(
         services.start("kafka", "docker")
     assert "labkit/no-such-kafka:0" in str(caught.value)
     assert "LABKIT_BACKEND=local" in str(caught.value)
+
+
+TENANT_OWNER = """
+import sys
+from labkit import kafka, services
+tenant = services.create_tenant(services.TenantAdmin(kafka=sys.argv[1]))
+topic = kafka.create_topic(tenant["kafka"], kafka.unique_topic_name(tenant["kafka"], "orders"))
+print(tenant.name, topic, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_tenant_of_a_shared_broker_gets_a_topic_prefix(kafka: Endpoint) -> None:
+    admin = services.TenantAdmin(kafka=kafka.url)
+    with services.create_tenant(admin) as tenant:
+        endpoint = tenant["kafka"]
+        assert endpoint.topic_prefix == f"{tenant.name}."
+        assert endpoint.bootstrap_servers == kafka.bootstrap_servers
+        topic = kafka_helpers.create_topic(endpoint, kafka_helpers.unique_topic_name(endpoint))
+        assert topic.startswith(endpoint.topic_prefix)
+        config = kafka_helpers.consumer_config(endpoint)
+        assert config["group.id"].startswith(endpoint.topic_prefix)
+        with pytest.raises(InvalidTopicName, match=f"start with '{endpoint.topic_prefix}'"):
+            kafka_helpers.create_topic(endpoint, "orders")
+        assert tenant.name in services.list_tenants(admin)
+    topics = kafka_helpers.admin_client(kafka).list_topics(timeout=10).topics
+    assert not [name for name in topics if name.startswith(endpoint.topic_prefix)]
+    assert tenant.name not in services.list_tenants(admin)
+
+
+def test_an_unreachable_broker_as_admin_is_named() -> None:
+    with pytest.raises(services.TenantError, match="127.0.0.1:1 .*did not answer"):
+        services.check_admin(services.TenantAdmin(kafka="kafka://127.0.0.1:1"))
+
+
+@pytest.mark.slow
+def test_the_sweep_drops_a_dead_tenants_topics(kafka: Endpoint) -> None:
+    owner = start_owner(TENANT_OWNER, kafka.url)
+    try:
+        assert owner.stdout is not None
+        name, topic = owner.stdout.readline().split()
+        admin = services.TenantAdmin(kafka=kafka.url)
+        assert name not in services.sweep_tenants(admin), "a live owner's tenant stays"
+        assert topic in kafka_helpers.admin_client(kafka).list_topics(timeout=10).topics
+        end(owner, signal.SIGKILL)
+        assert name in services.sweep_tenants(admin)
+        assert topic not in kafka_helpers.admin_client(kafka).list_topics(timeout=10).topics
+    finally:
+        cleanup(owner)
