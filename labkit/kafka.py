@@ -7,12 +7,14 @@
     >>> producer.produce(topic, key="order-1", value=b"created")
     >>> producer.flush()          # raises DeliveryFailed, naming the broker, if not delivered
     0
-    >>> consumer = confluent_kafka.Consumer(kafka.consumer_config(broker))
+    >>> config = kafka.consumer_config(broker)             # a new group: config["group.id"]
+    >>> consumer = confluent_kafka.Consumer(config)
     >>> consumer.subscribe([topic])
     >>> [m.value() for m in kafka.consume(consumer, 1, timeout=10)]
     [b'created']
-    >>> kafka.consumer_lag(broker, consumer_group, topic)
-    {0: PartitionLag(partition=0, committed=1, end=1, lag=0), …}
+    >>> consumer.commit(asynchronous=False)
+    >>> kafka.consumer_lag(broker, config["group.id"], topic)
+    {0: PartitionLag(partition=0, committed=None, end=0, lag=0), 1: PartitionLag(partition=1, committed=1, end=1, lag=0), …}
 
 The client is confluent-kafka (``pip install 'labkit[kafka]'``): Confluent's own
 binding of librdkafka, the C client most Kafka clients in other languages are built

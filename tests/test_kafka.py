@@ -104,6 +104,7 @@ def test_each_topic_is_new_unique_and_has_the_partitions_asked(
 ) -> None:
     other = kafka_topic_factory("dead-letters", partitions=1)
     assert kafka_topic != other
+    assert kafka_topic_factory("same") != kafka_topic_factory("same"), "a label is not a name"
     assert kafka_topic.startswith(request.node.name[:20])
     topics = kafka_helpers.admin_client(kafka).list_topics(timeout=10).topics
     assert len(topics[kafka_topic].partitions) == 3

