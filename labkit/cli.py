@@ -47,6 +47,7 @@ PACKAGES = (
     *((name, "lessons") for name in (
         "jupyterlab", "ipytest", "pandas", "matplotlib", "fastapi", "locust",
     )),
+    ("confluent-kafka", "kafka"),
 )
 
 
@@ -110,12 +111,14 @@ def doctor_checks() -> list[Check]:
         checks.append(Check("free ports on 127.0.0.1", True, f"e.g. {free_port()}"))
     except OSError as exc:
         checks.append(Check("free ports on 127.0.0.1", False, str(exc), "free some ports"))
-    for name in services.specs():
+    for name, spec in services.specs().items():
         try:
             backend, reason = services.check(name)
             checks.append(Check(f"service {name}", True, f"{backend} ({reason})"))
         except services.ServiceError as exc:
-            checks.append(Check(f"service {name}", False, "no backend", str(exc)))
+            # a service of an extra (kafka) is absent without it, not broken
+            checks.append(Check(f"service {name}", False, "no backend", str(exc),
+                                required=not spec.install_extra))
     return checks
 
 
@@ -188,7 +191,8 @@ def shared_admin(name: str, endpoint: services.Endpoint) -> str | None:
     not: lessons write unprefixed keys (``"greeting"``), which an ACL tenant confined to
     ``<tenant>:*`` may not, so each process gets a private redis-server instead
     (`shared_privately`). The AWS emulator has no isolation to give (moto checks no
-    credentials), so it stays one server for all, as before.
+    credentials), so it stays one server for all, as before. Kafka is shared with a
+    topic prefix per process, which the kit's helpers keep and the sweep cleans up.
     """
     if endpoint.backend not in ("local", "docker"):
         return None  # a server someone else runs: its URL is not an admin's
@@ -197,6 +201,8 @@ def shared_admin(name: str, endpoint: services.Endpoint) -> str | None:
     if name == "rabbitmq" and endpoint.extra.get("management_url"):
         # AMQP where clients reach it: a container's port is published elsewhere
         return f"{endpoint.extra['management_url']}?amqp_port={endpoint.port}"
+    if name == "kafka":
+        return endpoint.url  # a broker without ACLs: any client administers it
     return None
 
 
@@ -307,6 +313,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 SHARING = {
     "postgres": "shared; each process a tenant (its own database and role)",
     "rabbitmq": "shared; each process a tenant (its own vhost and user)",
+    "kafka": "shared; each process a tenant (its own topic and group prefix)",
 }
 PRIVATE = "each process starts its own private server (lessons' keys stay unprefixed)"
 ONE_FOR_ALL = "one server for every process, not isolated between them"
@@ -458,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print shell `export` lines naming the services `labkit up` runs for this "
         "project (or that LABKIT_<SERVICE>_URL gives): LABKIT_<SERVICE>_URL for labkit, and "
         "the names other tools read: DATABASE_URL and PGHOST/PGPORT/PGUSER/PGPASSWORD/"
-        "PGDATABASE (postgres), REDIS_URL, AMQP_URL, AWS_ENDPOINT_URL and AWS_* (aws).",
+        "PGDATABASE (postgres), REDIS_URL, AMQP_URL, AWS_ENDPOINT_URL and AWS_* (aws), "
+        "KAFKA_BOOTSTRAP_SERVERS (kafka).",
     )
     env.add_argument("services", nargs="*", metavar="SERVICE",
                      help="only these (default: every one that runs)")

@@ -5,8 +5,8 @@ labkit is three products in one namespace, kept apart by these rules:
     lessons, tests, benchmarks      import public names only (no `_module`, no `_name`)
     shop/testing/  ──►  kit, shop   the one place that joins the demo shop to the kit
     bench          ──►  kit         load/, plots, isolation, load_demo: never the plugin
-    kit            ──►  kit         services/, plugin, plugin_aws, notebook, exercises, lessons, sql,
-                                    waiting, cli
+    kit            ──►  kit         services/, plugin, plugin_aws, plugin_kafka, kafka, notebook,
+                                    exercises, lessons, sql, waiting, cli
     shop, subjects ──►  themselves  standalone applications: they know nothing of the kit
 
 The rules read every import in the source (module level, in functions, under
@@ -48,7 +48,9 @@ ALLOWED: dict[str, set[str]] = {
     "shop-testing": {"kit", "shop", "shop-testing"},
 }
 # The bench measures the kit's services; it never runs as, or through, a pytest plugin.
-FORBIDDEN_MODULES: dict[str, set[str]] = {"bench": {"labkit.plugin", "labkit.plugin_aws"}}
+FORBIDDEN_MODULES: dict[str, set[str]] = {
+    "bench": {"labkit.plugin", "labkit.plugin_aws", "labkit.plugin_kafka"},
+}
 
 
 def layer_of(module: str) -> str:

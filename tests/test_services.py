@@ -161,7 +161,7 @@ class TestBackendChoice:
 
     def test_unknown_service_names_the_known_ones(self):
         with pytest.raises(services.ServiceError, match="postgres"):
-            services.get("kafka")
+            services.get("memcached")
 
 
 class TestExternalUrls:

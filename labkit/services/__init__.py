@@ -26,7 +26,7 @@ makes an isolated slice of them from admin URLs (LABKIT_<SERVICE>_ADMIN_URL): a
 database and role, a vhost and user, a Redis ACL user confined to a key prefix; its
 endpoints are ordinary `Endpoint`s, and `sweep_tenants` drops dead owners' tenants.
 
-Inside: one module per service (``_postgres``, ``_redis``, ``_rabbitmq``, ``_aws``),
+Inside: one module per service (``_postgres``, ``_redis``, ``_rabbitmq``, ``_aws``, ``_kafka``),
 one per backend (``_docker``, ``_local``, ``_external``), ``_registry`` listing both,
 and ``_tenants``; adding a service is its module plus one line there.
 """

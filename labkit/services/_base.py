@@ -83,6 +83,20 @@ class Endpoint:
         return " ".join(f"{key}={_conninfo_value(value)}" for key, value in pairs.items() if value)
 
     @property
+    def bootstrap_servers(self) -> str:
+        """Kafka's ``host:port[,host:port]`` list, the ``bootstrap.servers`` every client takes."""
+        servers = self.extra.get("bootstrap_servers")
+        if servers is None:
+            raise ServiceError(f"{self.service} is not Kafka and has no bootstrap servers: "
+                               "use .url")
+        return servers
+
+    @property
+    def topic_prefix(self) -> str:
+        """What this process's Kafka topics must start with: a tenant's ``lkt_….``, else ""."""
+        return self.extra.get("topic_prefix", "")
+
+    @property
     def safe_url(self) -> str:
         """The URL with its password masked, for printing."""
         return redact(self.url)
@@ -175,6 +189,9 @@ class ServiceSpec:
     client_scheme: str | None = None
     database_in_path: bool = False
     endpoint_extra: Callable[[], Mapping[str, str]] = dict
+    # The labkit extra that brings its clients and local server ("" for the core's services):
+    # without it the service is absent, and `labkit doctor` warns instead of failing.
+    install_extra: str = ""
     extra_environ: Callable[[Endpoint], Mapping[str, str]] = lambda endpoint: {}
 
     @property

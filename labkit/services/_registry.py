@@ -1,6 +1,6 @@
 """The services and backends labkit knows, listed here and nowhere else.
 
-Adding a service (Kafka, say) is a module like `_redis.py` that builds a `ServiceSpec`,
+Adding a service is a module like `_redis.py` that builds a `ServiceSpec`,
 plus one line in SERVICES. Adding a backend is a class with `available`, `check` and
 `start` (see `Backend`), plus one line in BACKENDS.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from labkit.services import _aws, _postgres, _rabbitmq, _redis
+from labkit.services import _aws, _kafka, _postgres, _rabbitmq, _redis
 from labkit.services._base import Handle, Owner, ServiceError, ServiceSpec
 from labkit.services._docker import DockerBackend
 from labkit.services._external import ExternalBackend
@@ -40,6 +40,7 @@ SERVICES: dict[str, ServiceSpec] = {
         _redis.SPEC,
         _rabbitmq.SPEC,
         _aws.SPEC,
+        _kafka.SPEC,
     )
 }
 

@@ -147,7 +147,8 @@ def environ(*names: str) -> dict[str, str]:
     then the names the service's own tools read: ``DATABASE_URL`` and ``PGHOST``,
     ``PGPORT``, ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE`` for postgres; ``REDIS_URL``;
     ``AMQP_URL``; ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``,
-    ``AWS_SECRET_ACCESS_KEY`` for aws. Services are started if needed.
+    ``AWS_SECRET_ACCESS_KEY`` for aws; ``KAFKA_BOOTSTRAP_SERVERS`` for kafka. Services are
+    started if needed.
     """
     variables: dict[str, str] = {}
     for name in names or tuple(running()):

@@ -17,11 +17,15 @@ already run. What a tenant gets, per service:
 - rabbitmq: its own vhost and a user allowed in no other;
 - aws: a bucket/queue name prefix (`Endpoint.extra["prefix"]`) on the emulator; moto
   checks no credentials, so this one is a convention that `drop` cleans up after, not
-  a wall.
+  a wall;
+- kafka: a topic and consumer-group prefix (`Endpoint.topic_prefix`, ``<tenant>.``) on
+  the broker; without ACLs on the broker this too is a convention that `drop` cleans
+  up after (every topic and group with the prefix), not a wall.
 
 Each object is tagged with its owner (pid, process start time, host): a COMMENT on
 the database and role, the vhost's description, a hash in Redis (``labkit:tenants``,
-outside every tenant's prefix) and a marker bucket on the emulator. `sweep_tenants`
+outside every tenant's prefix), a marker bucket on the emulator and a marker topic on
+Kafka (holding one record: the tag). `sweep_tenants`
 drops the tenants whose owner died, as `sweep_local` does for servers. Tenant names are
 generated or checked against one strict pattern, and a drop first checks that the
 object carries this tenant's own tag, so no name can make it drop another's objects.
@@ -47,7 +51,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from labkit.services import _aws, _postgres, _rabbitmq, _redis
+from labkit.services import _aws, _kafka, _postgres, _rabbitmq, _redis
 from labkit.services._base import (
     Endpoint,
     Handle,
@@ -76,6 +80,7 @@ ADMIN_ENV = {
     "redis": "LABKIT_REDIS_ADMIN_URL",
     "rabbitmq": "LABKIT_RABBITMQ_ADMIN_URL",
     "aws": "LABKIT_AWS_ADMIN_URL",
+    "kafka": "LABKIT_KAFKA_ADMIN_URL",
 }
 # How long a CREATE DATABASE waits for the template's last session to leave.
 TEMPLATE_BUSY_SECONDS = 10.0
@@ -159,13 +164,15 @@ class TenantAdmin:
     - rabbitmq: the HTTP management API as a user tagged administrator,
       ``http://admin:…@host:15672`` (AMQP's port is read from it, or given as
       ``?amqp_port=N`` where it is published elsewhere, as a container's is);
-    - aws: the emulator's URL, ``http://host:4566``.
+    - aws: the emulator's URL, ``http://host:4566``;
+    - kafka: the broker's bootstrap list, ``kafka://host:9092``.
     """
 
     postgres: str | None = None
     redis: str | None = None
     rabbitmq: str | None = None
     aws: str | None = None
+    kafka: str | None = None
 
     @classmethod
     def from_env(cls) -> TenantAdmin:
@@ -211,6 +218,7 @@ _ADMIN_EXAMPLES = {
     "redis": "redis://127.0.0.1:6379/0",
     "rabbitmq": "http://admin:secret@127.0.0.1:15672",
     "aws": "http://127.0.0.1:4566",
+    "kafka": "kafka://127.0.0.1:9092",
 }
 
 
@@ -764,16 +772,128 @@ class AwsTenants:
         return found
 
 
-_PROVIDERS: dict[str, type[PostgresTenants | RedisTenants | RabbitmqTenants | AwsTenants]] = {
+# -- Kafka ----------------------------------------------------------------------------
+
+
+class KafkaTenants:
+    """A topic and consumer-group prefix, and a marker topic holding the owner's tag.
+
+    A broker without ACLs (Tansu, a CI container) lets any client touch any topic, so
+    the prefix is a convention the kit's helpers keep (`labkit.kafka.unique_topic_name`,
+    `consumer_config`): `drop` deletes every topic and consumer group that starts with it.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.admin = _admin_endpoint("kafka", url)
+
+    def _config(self) -> dict[str, Any]:
+        _kafka.client_library()
+        return {"bootstrap.servers": self.admin.bootstrap_servers, "log_level": 0}
+
+    def _admin_client(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient(self._config())
+
+    @staticmethod
+    def prefix(name: str) -> str:
+        return validate_tenant_name(name) + "."
+
+    def _marker(self, name: str) -> str:
+        return self.prefix(name) + "labkit-tenant"
+
+    def check(self) -> None:
+        if not _kafka.broker_answers(self.admin.bootstrap_servers):
+            raise TenantError(f"the Kafka broker at {self.admin.bootstrap_servers} "
+                              f"({ADMIN_ENV['kafka']}) did not answer a metadata request")
+
+    def create(self, name: str, owner: TenantOwner) -> Endpoint:
+        from confluent_kafka import Producer
+        from confluent_kafka.admin import NewTopic
+
+        marker = self._marker(name)
+        admin = self._admin_client()
+        try:
+            admin.create_topics([NewTopic(marker, 1, 1)])[marker].result(10)
+        except Exception as exc:  # noqa: BLE001 (KafkaException: it exists, or no broker)
+            raise TenantError(f"kafka: cannot make tenant {name}'s marker topic {marker} "
+                              f"({exc}): pick another tenant name, or pass none") from None
+        producer = Producer({**self._config(), "message.timeout.ms": 10_000})
+        failures: list[object] = []
+        producer.produce(marker, owner.tag.encode(),
+                         on_delivery=lambda error, _: failures.append(error) if error else None)
+        if producer.flush(15) or failures:
+            raise TenantError(f"kafka: tenant {name}'s owner tag was not written to {marker}: "
+                              f"{failures or 'no answer'}")
+        return Endpoint(service="kafka", backend="tenant", url=self.admin.url,
+                        host=self.admin.host, port=self.admin.port, origin=f"tenant {name}",
+                        extra={"bootstrap_servers": self.admin.bootstrap_servers,
+                               "topic_prefix": self.prefix(name)})
+
+    def _tags(self, markers: list[str]) -> dict[str, str]:
+        """The owner tag recorded in each marker topic (read from its first record)."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        if not markers:
+            return {}
+        consumer = Consumer({**self._config(), "group.id": "labkit-tenant-reader",
+                             "enable.auto.commit": False})
+        tags: dict[str, str] = {}
+        try:
+            consumer.assign([TopicPartition(marker, 0, OFFSET_BEGINNING) for marker in markers])
+            deadline = time.monotonic() + 10
+            while len(tags) < len(markers) and time.monotonic() < deadline:
+                record = consumer.poll(0.2)
+                value = record.value() if record is not None and not record.error() else None
+                if record is not None and value:
+                    tags.setdefault(record.topic() or "", value.decode())
+        finally:
+            consumer.close()
+        return tags
+
+    def drop(self, name: str, owner: TenantOwner) -> None:
+        prefix = self.prefix(name)
+        admin = self._admin_client()
+        topics = [topic for topic in admin.list_topics(timeout=10).topics
+                  if topic.startswith(prefix)]
+        if self._marker(name) in topics:
+            _refuse_foreign("kafka", "prefix", prefix,
+                            self._tags([self._marker(name)]).get(self._marker(name)), owner)
+        groups = [group.group_id for group in
+                  admin.list_consumer_groups().result(10).valid
+                  if group.group_id.startswith(prefix)]
+        if groups:
+            for future in admin.delete_consumer_groups(groups).values():
+                future.result(10)
+        if topics:
+            for future in admin.delete_topics(topics).values():
+                future.result(10)
+
+    def owners(self) -> dict[str, TenantOwner]:
+        topics = self._admin_client().list_topics(timeout=10).topics
+        markers = [topic for topic in topics
+                   if re.fullmatch(r"lkt_[a-z0-9]{4,30}\.labkit-tenant", topic)]
+        found = {}
+        for marker, tag in self._tags(markers).items():
+            owner = TenantOwner.from_tag(tag)
+            if owner is not None:
+                found[marker.split(".")[0]] = owner
+        return found
+
+
+_PROVIDERS: dict[str, type[PostgresTenants | RedisTenants | RabbitmqTenants | AwsTenants
+                          | KafkaTenants]] = {
     "postgres": PostgresTenants,
     "redis": RedisTenants,
     "rabbitmq": RabbitmqTenants,
     "aws": AwsTenants,
+    "kafka": KafkaTenants,
 }
 
 
 # The specs, without the registry: the registry lists TenantBackend, so it imports us.
-_SPECS = {spec.name: spec for spec in (_postgres.SPEC, _redis.SPEC, _rabbitmq.SPEC, _aws.SPEC)}
+_SPECS = {spec.name: spec for spec in (_postgres.SPEC, _redis.SPEC, _rabbitmq.SPEC, _aws.SPEC,
+                                       _kafka.SPEC)}
 
 
 def spec_for(service: str) -> ServiceSpec:

@@ -32,6 +32,8 @@ PasswordProfile = Literal["owasp", "fast"]
 JWT_SECRET_MIN_BYTES = 32
 # Below this a relay would poll PostgreSQL in a tight loop for no gain in lag.
 MIN_RELAY_INTERVAL = 0.05
+# An outbox destination that starts with this names a Kafka topic, not a RabbitMQ queue.
+KAFKA_DESTINATION = "kafka:"
 MAKE_A_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
@@ -151,6 +153,28 @@ class ShopSettings(BaseSettings):
     email_queue: str = "email-queue"
     notifications_queue: str = "notifications"
     order_events_exchange: str = "order-events"
+
+    # -- the order events' stream on Kafka (off unless bootstrap servers are given) ---
+    # RabbitMQ stays the broker of the order workflow; Kafka gets a copy of each order
+    # event (ORDER_CREATED, …) keyed by order id, through the outbox like every event.
+    kafka_bootstrap_servers: str = Field(
+        "",
+        description="host:port[,host:port] of a Kafka cluster to stream order events to;"
+        " empty: no stream (the default)",
+    )
+    kafka_order_events_topic: str = Field(
+        "order-events", description="the Kafka topic of the order events, keyed by order id"
+    )
+    kafka_timeout: float = Field(
+        5.0, gt=0, description="seconds a Kafka delivery may take before the relay retries it"
+    )
+
+    @property
+    def order_event_destinations(self) -> tuple[str, ...]:
+        """Where each order event goes: the RabbitMQ queue, and the Kafka topic if one is set."""
+        if not self.kafka_bootstrap_servers:
+            return (self.order_events_exchange,)
+        return (self.order_events_exchange, KAFKA_DESTINATION + self.kafka_order_events_topic)
 
     # -- the order saga's recovery (labkit.shop.domain.orders) ----------------------
     # An order still PENDING this long after its last change is stuck (its request met

@@ -323,7 +323,7 @@ def create_order(
             shop.downstream,
             viewer,
             body,
-            shop.settings.order_events_exchange,
+            shop.settings.order_event_destinations,
             idempotency_key=idempotency_key,
             reconcile_after_seconds=shop.settings.order_reconcile_after_seconds,
         )

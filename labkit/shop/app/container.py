@@ -4,8 +4,8 @@
 dependencies, so a test can build an app against any endpoints it likes.
 
 `Shop.jobs` are the periodic jobs that run beside the requests while the shop serves
-(the app's lifespan, or `ShopServer`, starts them): the outbox relay and the order
-reconciler. Another job is one more `PeriodicJob` in the list in `from_settings`.
+(the app's lifespan, or `ShopServer`, starts them): the outbox relay, its Kafka twin
+where order events are streamed, and the order reconciler. Another job is one more `PeriodicJob` in the list in `from_settings`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from labkit.shop.infra.login_limit import LoginLimit
 from labkit.shop.infra.messaging import AmqpPublisher
 from labkit.shop.settings import ShopSettings
 from labkit.shop.workers.background import BackgroundJobs, PeriodicJob
-from labkit.shop.workers.outbox import OutboxRelay
+from labkit.shop.workers.outbox import KafkaRelay, OutboxRelay
 
 
 @dataclass
@@ -53,6 +53,10 @@ class Shop:
         jobs = BackgroundJobs(
             [
                 OutboxRelay.from_settings(settings, sessions).job(settings.outbox_relay_interval),
+                # order events to Kafka, where the shop streams them (off by default)
+                KafkaRelay.from_settings(settings, sessions).job(
+                    settings.outbox_relay_interval if settings.kafka_bootstrap_servers else 0
+                ),
                 PeriodicJob("amqp-keepalive", publisher.keepalive_interval, publisher.keepalive),
                 PeriodicJob(
                     "order-reconciler",

@@ -282,11 +282,12 @@ def _settle(
     session: Session,
     order: _Order,
     status: OrderStatus,
-    destination: str,
+    destinations: tuple[str, ...],
     transaction_id: str | None = None,
 ) -> OrderStatus:
     """Move `order` out of PENDING to `status`, unless someone did first; the status now
-    stored. Only the move that happens records ORDER_CREATED: one event per order."""
+    stored. Only the move that happens records ORDER_CREATED: one event per order and
+    destination (the RabbitMQ queue, and the Kafka topic where the shop streams)."""
     moved = session.execute(
         update(Order)
         .where(Order.id == order.id, Order.status == OrderStatus.PENDING.value)
@@ -301,40 +302,45 @@ def _settle(
     if moved is None:
         return OrderStatus(session.scalars(select(Order.status).where(Order.id == order.id)).one())
     if status is OrderStatus.CONFIRMED:
-        record_event(
-            session,
-            aggregate="order",
-            aggregate_id=order.id,
-            event_type="ORDER_CREATED",
-            destination=destination,
-            payload={
-                "eventType": "ORDER_CREATED",
-                "orderId": str(order.id),
-                "userId": str(order.user_id),
-                "totalAmount": str(order.total),
-            },
-        )
+        for destination in destinations:
+            record_event(
+                session,
+                aggregate="order",
+                aggregate_id=order.id,
+                event_type="ORDER_CREATED",
+                destination=destination,
+                payload={
+                    "eventType": "ORDER_CREATED",
+                    "orderId": str(order.id),
+                    "userId": str(order.user_id),
+                    "totalAmount": str(order.total),
+                },
+            )
     return status
 
 
-def _drive(write: Write, downstream: Downstream, order: _Order, destination: str) -> OrderStatus:
+def _drive(
+    write: Write, downstream: Downstream, order: _Order, destinations: tuple[str, ...]
+) -> OrderStatus:
     """Steps 3 and 4 of the saga for a PENDING order: reserve, pay, write the outcome.
 
     Each step is idempotent, so this may run again for the same order after any failure
     (which propagates, leaving the order PENDING); the status stored at the end.
     """
     if not downstream.reserve(order.id, order.items):
-        return write(lambda s: _settle(s, order, OrderStatus.CANCELLED, destination))
+        return write(lambda s: _settle(s, order, OrderStatus.CANCELLED, destinations))
     status, transaction_id = downstream.pay(order.id, order.total, order.method)
     if status == "DECLINED":
         # Written first, released after: were the release first and the write then to
         # fail, the order would stay PENDING holding nothing, and a reconciler would
         # reserve the stock again for an order that cannot be paid.
-        stored = write(lambda s: _settle(s, order, OrderStatus.PAYMENT_DECLINED, destination))
+        stored = write(lambda s: _settle(s, order, OrderStatus.PAYMENT_DECLINED, destinations))
         if stored is OrderStatus.PAYMENT_DECLINED:
             downstream.release(order.id)
         return stored
-    return write(lambda s: _settle(s, order, OrderStatus.CONFIRMED, destination, transaction_id))
+    return write(
+        lambda s: _settle(s, order, OrderStatus.CONFIRMED, destinations, transaction_id)
+    )
 
 
 def place_order(
@@ -342,7 +348,7 @@ def place_order(
     downstream: Downstream,
     user_id: uuid.UUID,
     request: OrderCreate,
-    order_events_destination: str,
+    order_event_destinations: tuple[str, ...],
     idempotency_key: str | None = None,
     reconcile_after_seconds: float | None = None,
 ) -> PlacedOrder:
@@ -370,7 +376,7 @@ def place_order(
                 known,
                 order,
                 idempotency_key,
-                order_events_destination,
+                order_event_destinations,
                 reconcile_after_seconds,
             )
 
@@ -406,12 +412,12 @@ def place_order(
             known,
             order,
             idempotency_key or "",
-            order_events_destination,
+            order_event_destinations,
             reconcile_after_seconds,
         )
 
     status = _drive(
-        _each_in_its_own_transaction(factory), downstream, order, order_events_destination
+        _each_in_its_own_transaction(factory), downstream, order, order_event_destinations
     )
     return order.placed(status)
 
@@ -433,7 +439,7 @@ def _retried(
     known: tuple[_Order, float],
     request: _Order,
     key: str,
-    destination: str,
+    destinations: tuple[str, ...],
     reconcile_after_seconds: float | None,
 ) -> PlacedOrder:
     """A retry met its order: refuse another order under its key, else say how it went."""
@@ -450,7 +456,7 @@ def _retried(
         and reconcile_after_seconds is not None
         and unchanged_for >= reconcile_after_seconds
     ):
-        status = reconcile_order(factory, downstream, order.id, destination) or status
+        status = reconcile_order(factory, downstream, order.id, destinations) or status
     return order.placed(status)
 
 
@@ -458,7 +464,7 @@ def reconcile_order(
     factory: sessionmaker[Session],
     downstream: Downstream,
     order_id: uuid.UUID,
-    destination: str,
+    destinations: tuple[str, ...],
 ) -> OrderStatus | None:
     """Drive one PENDING order forward under its row lock; the status it ends in.
 
@@ -475,7 +481,7 @@ def reconcile_order(
         if row is None:
             return None
         order = _Order.of(row)
-        return _drive(lambda change: change(session), downstream, order, destination)
+        return _drive(lambda change: change(session), downstream, order, destinations)
 
 
 def reconcile_orders(
@@ -509,7 +515,9 @@ def reconcile_orders(
     counts: Counter[str] = Counter()
     for order_id in stuck:
         try:
-            status = reconcile_order(factory, downstream, order_id, settings.order_events_exchange)
+            status = reconcile_order(
+                factory, downstream, order_id, settings.order_event_destinations
+            )
         except (DownstreamError, SQLAlchemyError) as exc:
             log.warning("order %s still PENDING, reconciling again later: %s", order_id, exc)
             counts["unresolved"] += 1

@@ -3,6 +3,7 @@ the idempotent consumers of the events it delivers.
 
     >>> from labkit.shop.workers import OrderWorker, OrderTopology, relay_once, OrderEventConsumer
     >>> from labkit.shop.workers import BackgroundJobs, OutboxRelay, WelcomeEmailConsumer
+    >>> from labkit.shop.workers import KafkaRelay, stream_once     # order events to Kafka
 
 Each runs on connections of its own; see each module's docstring for the delivery
 guarantees (at least once, deduplicated by message id). The serving shop runs the
@@ -16,12 +17,15 @@ from labkit.shop.workers.outbox import (
     STATS_KEY,
     Handled,
     IdempotentConsumer,
+    KafkaRelay,
     OrderEventConsumer,
     OutboxRelay,
+    StreamError,
     claim_message,
     read_stats_cache,
     relay_channel,
     relay_once,
+    stream_once,
     unpublished_count,
 )
 from labkit.shop.workers.worker import (
@@ -49,6 +53,7 @@ __all__ = [
     "IdempotentConsumer",
     "InvalidMessage",
     "JobStats",
+    "KafkaRelay",
     "OrderEventConsumer",
     "OrderLine",
     "OrderMessage",
@@ -57,6 +62,7 @@ __all__ = [
     "OutboxRelay",
     "PeriodicJob",
     "Result",
+    "StreamError",
     "TopologyConflict",
     "WelcomeEmail",
     "WelcomeEmailConsumer",
@@ -69,5 +75,6 @@ __all__ = [
     "record_order",
     "relay_channel",
     "relay_once",
+    "stream_once",
     "unpublished_count",
 ]

@@ -20,6 +20,14 @@ updates; `IdempotentConsumer` is that pattern for any consumer.
 `OutboxRelay` is `relay_once` as a background job with a connection of its own, which
 the serving shop runs every ``outbox_relay_interval`` seconds: nothing has to call
 `relay_once` by hand while the shop serves.
+
+Where the shop streams order events to Kafka (``kafka_bootstrap_servers`` set), each
+order event has a second outbox row whose destination is ``kafka:<topic>``. `relay_once`
+leaves those rows alone; `stream_once` (run by `KafkaRelay`, beside the other relay)
+produces them to the topic keyed by the order id (so one order's events stay in one
+partition, in order), with the row id in a ``message_id`` header, and marks them
+published once Kafka acknowledged them. The two brokers are relayed independently: a
+Kafka outage delays the stream, never the RabbitMQ workflow, and the reverse.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pika
 import redis
@@ -43,9 +51,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from labkit.shop.data.models import AnalyticsCounter, OutboxEvent, ProcessedMessage
 from labkit.shop.infra.cache import profile_key
 from labkit.shop.infra.messaging import BROKER_ERRORS, amqp_parameters
-from labkit.shop.settings import ShopSettings
+from labkit.shop.settings import KAFKA_DESTINATION, ShopSettings
 from labkit.shop.workers.background import PeriodicJob
 from labkit.shop.workers.worker import add_to_counter
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,7 +86,10 @@ def relay_once(
     with session_factory() as session, session.begin():
         events = session.scalars(
             select(OutboxEvent)
-            .where(OutboxEvent.published_at.is_(None))
+            .where(
+                OutboxEvent.published_at.is_(None),
+                ~OutboxEvent.destination.startswith(KAFKA_DESTINATION),
+            )
             .order_by(OutboxEvent.created_at, OutboxEvent.id)
             .limit(batch_size)
             .with_for_update(skip_locked=True)
@@ -181,6 +195,134 @@ class OutboxRelay:
             self._connection = pika.BlockingConnection(self.connection_params)
             self._channel = relay_channel(self._connection)
         return self._channel
+
+
+class StreamError(RuntimeError):
+    """Kafka did not acknowledge outbox events in time: they stay for the next pass."""
+
+
+def stream_once(
+    session_factory: sessionmaker[Session],
+    producer: Producer,
+    batch_size: int = 100,
+    timeout: float = 5.0,
+) -> int:
+    """Produce up to `batch_size` unpublished Kafka-bound outbox events, oldest first; how many.
+
+    Each goes to the topic its destination names, keyed by its aggregate id (the order
+    id), with the row id as ``message_id`` header and the event type as ``type``. The
+    rows are marked published only when Kafka acknowledged every one of them (waiting
+    at most `timeout` seconds): else StreamError, and the transaction, with its locks,
+    rolls back, so the next pass sends them again (at least once: dedupe on message_id).
+    """
+    with session_factory() as session, session.begin():
+        events = session.scalars(
+            select(OutboxEvent)
+            .where(
+                OutboxEvent.published_at.is_(None),
+                OutboxEvent.destination.startswith(KAFKA_DESTINATION),
+            )
+            .order_by(OutboxEvent.created_at, OutboxEvent.id)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not events:
+            return 0
+        errors: list[Any] = []
+
+        def delivered(error: Any, _message: Any) -> None:
+            if error is not None:
+                errors.append(error)
+
+        for event in events:
+            producer.produce(
+                event.destination.removeprefix(KAFKA_DESTINATION),
+                key=event.aggregate_id,
+                value=json.dumps(event.payload).encode(),
+                headers={"message_id": str(event.id), "type": event.event_type},
+                on_delivery=delivered,
+            )
+        waiting = producer.flush(timeout)
+        if errors or waiting:
+            raise StreamError(
+                f"{len(errors) + waiting} of {len(events)} order event(s) not acknowledged by "
+                f"Kafka within {timeout}s ({errors[0] if errors else 'no answer'}); they stay "
+                "in the outbox for the next pass"
+            )
+        published = datetime.now(UTC)
+        for event in events:
+            event.published_at = published
+    return len(events)
+
+
+class KafkaRelay:
+    """`stream_once` as a background job, with a producer of its own (made on first use).
+
+    The producer is idempotent (no duplicates or reordering from its own retries) and
+    gives up on a message after ``kafka_timeout`` seconds, so a pass against a broker
+    that is down ends with a StreamError, and the job's backoff retries it.
+    """
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        config: dict[str, Any],
+        timeout: float,
+        batch_size: int = 100,
+        max_batches: int = 10,
+    ) -> None:
+        self.session_factory = session_factory
+        self.config = config
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.max_batches = max_batches
+        self._producer: Producer | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: ShopSettings, session_factory: sessionmaker[Session]
+    ) -> KafkaRelay:
+        config = {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "enable.idempotence": True,
+            "message.timeout.ms": int(settings.kafka_timeout * 1000),
+            "logger": log,
+        }
+        return cls(session_factory, config, settings.kafka_timeout,
+                   batch_size=settings.outbox_relay_batch_size)
+
+    def run_pass(self) -> int:
+        """Stream the waiting order events, oldest first; how many were acknowledged."""
+        producer = self._open()
+        streamed = 0
+        for _ in range(self.max_batches):
+            # a little beyond the producer's own timeout: its failures are reported first
+            sent = stream_once(self.session_factory, producer, self.batch_size, self.timeout + 1)
+            streamed += sent
+            if sent < self.batch_size:
+                break
+        return streamed
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close()
+
+    def job(self, interval: float) -> PeriodicJob:
+        """This relay as a `PeriodicJob` for `BackgroundJobs`."""
+        return PeriodicJob("kafka-relay", interval, self.run_pass, self.close)
+
+    def _open(self) -> Producer:
+        if self._producer is None:
+            try:
+                from confluent_kafka import Producer
+            except ImportError:
+                raise RuntimeError(
+                    "the shop streams order events to Kafka (LABKIT_SHOP_KAFKA_BOOTSTRAP_SERVERS "
+                    "is set) but confluent-kafka is not installed: pip install 'labkit[kafka]'"
+                ) from None
+            self._producer = Producer(self.config)
+        return self._producer
 
 
 Handled = Literal["applied", "duplicate"]
