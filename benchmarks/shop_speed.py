@@ -82,7 +82,8 @@ def profile_paths(ids: list[uuid.UUID]) -> Callable[[int], str]:
     return profile
 
 
-def knee(workers: int, settings: ShopSettings, ids: list[uuid.UUID], seconds: float) -> pd.Series:
+def swept(workers: int, settings: ShopSettings, ids: list[uuid.UUID], seconds: float
+          ) -> pd.DataFrame:
     from labkit.shop.testing import auth_header
 
     token = auth_header(settings, ids[0])
@@ -97,8 +98,7 @@ def knee(workers: int, settings: ShopSettings, ids: list[uuid.UUID], seconds: fl
     print(f"\nshop with {workers} uvicorn worker(s), GET profile, cache warm: closed-loop sweep")
     print(sweep[["throughput_rps", "p50_ms", "p99_ms", "app_cores", "generator_cores",
                  "rps_per_app_core"]].round(2).to_string())
-    level = load.find_knee(sweep)
-    return sweep.loc[level].rename(level)
+    return sweep
 
 
 # -- profiling ---------------------------------------------------------------------------
@@ -263,9 +263,11 @@ def main() -> None:
         profile_hot_paths(max(args.seconds, 5.0), args.top)
         return
     settings, ids = prepared_shop()
-    knees = {workers: knee(workers, settings, ids, args.seconds) for workers in args.workers}
+    sweeps = {workers: swept(workers, settings, ids, args.seconds) for workers in args.workers}
+    knees = {workers: sweep.loc[load.find_knee(sweep)].rename(load.find_knee(sweep))
+             for workers, sweep in sweeps.items()}
     lines = [(f"\n=== shop speed ({time.perf_counter() - began:.0f}s, "
-             f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores) ==="),
+              f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores) ==="),
              "cached profile endpoint (GET /api/users/{id}/profile), knee of a closed-loop sweep:"]
     for workers, row in knees.items():
         lines.append(
@@ -274,8 +276,14 @@ def main() -> None:
             f"{row['app_cores']:.2f} cores = {row['rps_per_app_core']:,.0f} req/s per app core "
             f"(generator {row['generator_cores']:.2f} cores)")
     if 1 in knees and 2 in knees:
-        lines.append(f"    2 workers / 1 worker: {knees[2]['throughput_rps'] / knees[1]['throughput_rps']:.2f}"
-                     " x the throughput")
+        ratio = knees[2]["throughput_rps"] / knees[1]["throughput_rps"]
+        lines.append(f"    2 workers / 1 worker: {ratio:.2f} x the throughput")
+    # One request at a time, nothing queues: the app's CPU per request, which a busy
+    # machine moves less than it moves the knee (where the app waits for a core).
+    alone = sweeps[args.workers[0]].loc[1]
+    lines.append(f"one request at a time ({args.workers[0]} worker): "
+                 f"{1e6 * alone['app_cores'] / alone['throughput_rps']:,.0f} µs of app CPU per "
+                 f"request = {alone['rps_per_app_core']:,.0f} req/s per app core")
     print("\n".join(lines))
 
 
