@@ -396,7 +396,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_shop_serve(args: argparse.Namespace) -> int:
     shop = importlib.import_module("labkit.shop.testing")
-    shop.serve(host=args.host, port=args.port)
+    shop.serve(host=args.host, port=args.port, workers=args.workers,
+               access_log=args.access_log)
     return 0
 
 
@@ -478,6 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = shop.add_parser("serve", help="run the demo shop with uvicorn on labkit's services")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="uvicorn worker processes (one core each at most); they share "
+                       "one JWT secret, so a token from one is valid in all")
+    serve.add_argument("--no-access-log", dest="access_log", action="store_false",
+                       help="no line per request (under load, logging costs the app time)")
     les = sub.add_parser(
         "lessons", help="the working copy of the lessons that make lab opens (work/)",
         description="make lab opens copies of the lessons in work/ (ignored by git), so "

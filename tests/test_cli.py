@@ -136,3 +136,21 @@ def test_down_all_removes_this_projects_containers_only(tmp_path):
             holder.kill()
             holder.wait()
         labkit("down", "--all", LABKIT_STATE_DIR=str(theirs))
+
+
+def test_shop_serve_passes_workers_and_access_log_to_the_shop(monkeypatch):
+    """`labkit shop serve --workers 2 --no-access-log` reaches `labkit.shop.testing.serve`
+    (whose two workers sharing a secret tests/shop/test_shop_runtime.py serves for real)."""
+    from labkit import cli
+    from labkit.shop import testing
+
+    called: list[dict[str, object]] = []
+    monkeypatch.setattr(testing, "serve", lambda **options: called.append(options))
+
+    assert cli.main(["shop", "serve", "--port", "8123", "--workers", "2", "--no-access-log"]) == 0
+    assert cli.main(["shop", "serve"]) == 0
+
+    assert called == [
+        {"host": "127.0.0.1", "port": 8123, "workers": 2, "access_log": False},
+        {"host": "127.0.0.1", "port": 8000, "workers": 1, "access_log": True},
+    ]

@@ -223,6 +223,20 @@ class ShopSettings(BaseSettings):
         return seconds
 
 
+def settings_environment(settings: ShopSettings) -> dict[str, str]:
+    """`settings` as the ``LABKIT_SHOP_*`` variables that `ShopSettings()` reads back.
+
+    For a process of the shop's own (a uvicorn worker): the JWT secret goes along, so a
+    token signed in one process verifies in the others.
+    """
+    environment = {}
+    for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        environment[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return environment
+
+
 def given_in_environment(field: str) -> bool:
     """True if ``LABKIT_SHOP_<FIELD>`` is set (and not empty): the environment wins."""
     return bool(os.environ.get(f"{ENV_PREFIX}{field.upper()}"))

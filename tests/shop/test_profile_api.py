@@ -94,6 +94,30 @@ def test_profile_without_a_valid_token_is_401(shop_client, shop_settings, ada, a
     assert "ada@example.com" not in response.text
 
 
+def test_a_token_remembered_after_its_first_use_still_expires(
+    shop_client, shop_settings, ada, monkeypatch
+):
+    """The shop remembers tokens it verified (labkit.shop.domain.security): the clock
+    must still end them. The clock is moved rather than waited for."""
+    import types
+
+    import jwt
+
+    from labkit.shop.domain import security
+
+    headers = auth_header(shop_settings, ada.id)
+    expires_at = jwt.decode(headers["Authorization"].split()[1],
+                            options={"verify_signature": False})["exp"]
+    url = f"/api/users/{ada.id}/profile"
+    assert shop_client.get(url, headers=headers).status_code == 200  # verified, remembered
+
+    monkeypatch.setattr(security, "time", types.SimpleNamespace(time=lambda: expires_at + 1))
+    response = shop_client.get(url, headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["message"] == "token expired: log in again at POST /api/tokens"
+
+
 def test_unknown_user_is_404(shop_client, shop_settings, ada):
     response = shop_client.get(
         f"/api/users/{uuid.uuid4()}/profile", headers=auth_header(shop_settings, ada.id)

@@ -173,3 +173,62 @@ def test_fakes_keep_stock_and_answer_payments_idempotently():
 
         fakes.payment.fail_status = 500
         assert httpx.post(f"{fakes.payment.url}/payments", json=pay).status_code == 500
+
+
+def test_serve_with_two_workers_shares_the_secret_it_drew(shop_settings, shop_clean, tmp_path):
+    """`serve(workers=2)` (`labkit shop serve --workers 2`): two processes, no secret
+    configured. The one the parent draws reaches both, so whichever worker issued a
+    token, every worker accepts it: a token from each of many logins, each sent on
+    connections of their own (which the kernel hands to either worker), all pass."""
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    from labkit.shop.settings import ENV_PREFIX
+    from labkit.shop.testing import shop_env
+    from labkit.waiting import wait_until
+
+    port = free_port()
+    environment = {**os.environ, **shop_env(shop_settings)}
+    del environment[f"{ENV_PREFIX}JWT_SECRET"]  # each process would draw its own
+    serving = f"from labkit.shop.app.server import serve; serve(port={port}, workers=2)"
+    log = tmp_path / "shop.log"
+    with log.open("wb") as log_file:
+        server = subprocess.Popen([sys.executable, "-c", serving], env=environment,
+                                  stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert server.poll() is None, f"the shop exited: {log.read_text()[-2000:]}"
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(healthy, timeout=60, message=f"the shop answering on {url}")
+        workers = wait_until(lambda: len(psutil.Process(server.pid).children()) >= 2 and
+                             psutil.Process(server.pid).children(), timeout=30,
+                             message="two uvicorn worker processes")
+        user = {"email": "two@example.com", "name": "Two", "password": "SecurePass123!"}
+        assert httpx.post(f"{url}/api/users", json=user).status_code == 201
+        login = {"email": user["email"], "password": user["password"]}
+
+        def statuses_with_a_fresh_token(_: int) -> list[int]:
+            token = httpx.post(f"{url}/api/tokens", json=login).json()["accessToken"]
+            user_id = jwt.decode(token, options={"verify_signature": False})["sub"]
+            headers = {"Authorization": f"Bearer {token}"}
+            return [httpx.get(f"{url}/api/users/{user_id}/profile", headers=headers).status_code
+                    for _ in range(8)]
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = [s for each in pool.map(statuses_with_a_fresh_token, range(16)) for s in each]
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+    assert len(workers) >= 2
+    assert statuses.count(200) == len(statuses), f"refused: {statuses.count(401)} of {len(statuses)}"

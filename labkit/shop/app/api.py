@@ -22,9 +22,10 @@ commit comes first (with the event in the outbox), then the cache, then the brok
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -35,6 +36,7 @@ from pydantic import AfterValidator
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from labkit.shop.app.container import Shop
 from labkit.shop.app.errors import ApiError, error_responses, install_error_handlers
@@ -73,6 +75,11 @@ def create_app(settings: ShopSettings) -> FastAPI:
         # Serving starts the background jobs (the outbox relay); shutting down stops
         # them, waiting for a pass in progress, off the event loop.
         shop.jobs.start()
+        # What importing and building the app made (~150,000 objects: SQLAlchemy,
+        # pydantic, strawberry) lives as long as the process: out of the collector's
+        # sight, so a full collection no longer walks it, a pause of ~100 ms that
+        # landed in some request's latency.
+        gc.freeze()
         try:
             yield
         finally:
@@ -91,27 +98,37 @@ def create_app(settings: ShopSettings) -> FastAPI:
 # -- dependencies ----------------------------------------------------------------------
 
 
-def get_shop(request: Request) -> Shop:
+# The dependencies below are coroutines wherever they do not block: FastAPI runs a plain
+# `def` dependency on its thread pool, and a hop there and back per dependency cost more
+# than the whole cached profile read (py-spy: benchmarks/README.md, shop_speed.py).
+
+
+async def get_shop(request: Request) -> Shop:
     return request.app.state.shop
 
 
 ShopDep = Annotated[Shop, Depends(get_shop)]
 
 
-def get_session(shop: ShopDep) -> Iterator[Session]:
+async def get_session(shop: ShopDep) -> AsyncIterator[Session]:
     """A session for one request, closed once the response has been sent.
 
-    Closing rolls back what the handler left open. If the database went away after the
-    handler's last query, that rollback fails when the client already has its answer:
-    the pool drops the connection (the next request opens a fresh one) and the failure
-    is logged, not raised into a response that has started.
+    A session connects on its first query, so making one does not block. Closing rolls
+    back what the handler left open: that talks to PostgreSQL, on the thread pool, and
+    only if the handler began a transaction (a cache hit never does). If the database
+    went away after the handler's last query, that rollback fails when the client
+    already has its answer: the pool drops the connection (the next request opens a
+    fresh one) and the failure is logged, not raised into a response that has started.
     """
     session = shop.sessions()
     try:
         yield session
     finally:
         try:
-            session.close()
+            if session.in_transaction():
+                await run_in_threadpool(session.close)
+            else:
+                session.close()
         except DBAPIError as exc:
             log.warning("closing a request's session failed, connection dropped: %s", exc)
 
@@ -121,7 +138,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def current_user_id(
+async def current_user_id(
     shop: ShopDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> uuid.UUID:

@@ -6,14 +6,17 @@ $ python -m labkit.shop --port 8000          # or: labkit shop serve (on labkit'
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Self
 
+from fastapi import FastAPI
+
 from labkit.shop.app.api import create_app
 from labkit.shop.data.db import upgrade
-from labkit.shop.settings import ShopSettings
+from labkit.shop.settings import ShopSettings, settings_environment
 from labkit.shop.workers.background import BackgroundJobs
 
 
@@ -22,6 +25,8 @@ def serve(
     port: int = 8000,
     settings: ShopSettings | None = None,
     notes: Sequence[str] = (),
+    workers: int = 1,
+    access_log: bool = True,
 ) -> None:
     """Migrate the schema, then serve the shop with uvicorn until interrupted (Ctrl-C).
 
@@ -31,24 +36,45 @@ def serve(
     `settings` default to the ``LABKIT_SHOP_*`` environment; `notes` are printed under
     the banner. ``labkit shop serve`` (`labkit.shop.testing.serve`) passes settings on
     labkit's live services, with fake inventory and payment services.
+
+    `workers` > 1 serves from that many processes (one Python process uses one core at
+    most). Each builds its app from these settings, passed in its environment, JWT
+    secret included: a token issued by one worker verifies in every other. Their
+    background jobs run in each, safely (rows are claimed with SKIP LOCKED).
+    `access_log` prints a line per request: for people watching, not for a load test.
     """
     import uvicorn
 
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     if settings is None:
         settings = ShopSettings()  # type: ignore[call-arg]  # fields from LABKIT_SHOP_*
     upgrade(settings.database_url)
-    print(f"labkit shop on http://{host}:{port}  (API docs at /docs, GraphQL at /graphql)")
+    processes = f", {workers} worker processes" if workers > 1 else ""
+    print(f"labkit shop on http://{host}:{port}  (API docs at /docs, GraphQL at /graphql{processes})")
     relay = settings.outbox_relay_interval
     print(f"  outbox relay every {relay:g} s" if relay else "  outbox relay off (interval 0)")
     for note in notes:
         print(f"  {note}")
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="info",
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "access_log": access_log,
         **proxy_options(settings.forwarded_allow_ips),
-    )
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    # uvicorn starts each worker from an import string, in a fresh interpreter that
+    # inherits this environment: the settings travel there.
+    os.environ.update(settings_environment(settings))
+    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+def app_from_environment() -> FastAPI:
+    """The shop built from the ``LABKIT_SHOP_*`` environment: a uvicorn worker's app."""
+    return create_app(ShopSettings())  # type: ignore[call-arg]  # fields from LABKIT_SHOP_*
 
 
 def proxy_options(forwarded_allow_ips: str) -> dict[str, Any]:

@@ -18,10 +18,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
-from labkit.shop.settings import ENV_PREFIX, ShopSettings, given_in_environment
+from labkit.shop.settings import ShopSettings, given_in_environment, settings_environment
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -106,16 +105,15 @@ def shop_env(settings: ShopSettings) -> dict[str, str]:
 
     The JWT secret goes along, so tokens made here (``auth_header``) are valid there.
     """
-    env = {}
-    for name, value in settings.model_dump().items():
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
-    return env
+    return settings_environment(settings)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, workers: int = 1, access_log: bool = True
+) -> None:
     """Serve the shop on this process's live services until interrupted (Ctrl-C).
+
+    `workers` processes share one JWT secret (`labkit.shop.app.server.serve`).
 
     Unless LABKIT_SHOP_INVENTORY_URL / LABKIT_SHOP_PAYMENT_URL say otherwise, fake
     inventory and payment services run next to it, so orders work out of the box;
@@ -138,7 +136,14 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
             )
         if not given_in_environment("graphql_ide"):
             overrides["graphql_ide"] = True  # for the people this serves: GraphiQL
-        server.serve(host, port, settings_from_services(**overrides), notes=notes)
+        server.serve(
+            host,
+            port,
+            settings_from_services(**overrides),
+            notes=notes,
+            workers=workers,
+            access_log=access_log,
+        )
     finally:
         if fakes is not None:
             fakes.stop()
