@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -53,10 +54,14 @@ class CpuMeter:
     """CPU seconds of the generator and the app between start() and stop(), sampled so
     that children that exit early (Locust's forked workers) still count."""
 
-    def __init__(self, generator_pid: int, app_pid: int | None, generator_children: bool) -> None:
+    def __init__(
+        self, generator_pid: int | Sequence[int], app_pid: int | None, generator_children: bool
+    ) -> None:
         # The kernel's children include the app itself: counted as the generator only
-        # when the generator is a subprocess (Locust).
-        self._trees = {"generator": generator_pid, "app": app_pid}
+        # when the generator is a subprocess (Locust). A distributed Locust run is
+        # several: its master and its workers.
+        generators = [generator_pid] if isinstance(generator_pid, int) else list(generator_pid)
+        self._trees = {"generator": generators, "app": [] if app_pid is None else [app_pid]}
         self._children = {"generator": generator_children, "app": True}
         self._seen: dict[str, dict[int, float]] = {name: {} for name in self._trees}
         self._baseline: dict[str, dict[int, float]] = {}
@@ -84,16 +89,14 @@ class CpuMeter:
         }
         return CpuReport(
             generator_cores=used["generator"] / wall,
-            app_cores=None if self._trees["app"] is None else used["app"] / wall,
+            app_cores=used["app"] / wall if self._trees["app"] else None,
             machine_busy=1 - idle / total if total > 0 else 0.0,
             machine_cores=psutil.cpu_count() or 1,
         )
 
     def _sample(self) -> None:
-        for name, pid in self._trees.items():
-            if pid is None:
-                continue
-            for proc in _processes(pid, self._children[name]):
+        for name, pids in self._trees.items():
+            for proc in (p for pid in pids for p in _processes(pid, self._children[name])):
                 with contextlib.suppress(psutil.Error):
                     times = proc.cpu_times()
                     self._seen[name][proc.pid] = times.user + times.system
