@@ -13,9 +13,10 @@ option can also come from the environment, which is how ``run_locust`` sets them
 - ``--labkit-log`` / ``LABKIT_LOCUST_LOG``: if set, every request becomes a row of
   ``<value>.<pid>.csv`` (start epoch seconds, latency ms, status, error), so labkit can
   read one row per request, as from its own runs. A worker does not write it: its rows
-  ride to the master on the stats reports the worker sends anyway (every few seconds
-  and once when it quits), and the master writes them — so the file is complete when
-  Locust's own totals are, with workers on one machine (``--processes``) or many.
+  ride to the master on the stats reports the worker sends anyway (every few seconds),
+  and the master writes them — with workers on one machine (``--processes``) or many.
+  As the run ends, the master asks each worker for a last report and waits for it, so
+  the rows and Locust's own totals count the same, complete, set of requests.
 """
 
 from __future__ import annotations
@@ -25,16 +26,20 @@ import csv
 import itertools
 import json
 import os
+import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 if TYPE_CHECKING:
     from _csv import Writer  # what csv.writer returns; the csv module does not name it
 
 ROWS = "labkit_requests"  # the key of a worker's rows in its stats report
+FLUSH, FLUSHED = "labkit_flush", "labkit_flushed"  # the master's last call, and the answer
+FLUSH_MARGIN_S = 30.0  # past --stop-timeout, for a worker on a loaded machine to answer
 
 
 @events.init_command_line_parser.add_listener
@@ -87,17 +92,41 @@ _unsent: list[tuple[str, str, int, str]] = []  # a worker's rows since its last 
 
 @events.init.add_listener
 def _route_rows(environment: Environment, **_kwargs: Any) -> None:
-    if isinstance(environment.runner, WorkerRunner):
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
         @environment.events.report_to_master.add_listener
         def _send_rows(client_id: str, data: dict[str, Any]) -> None:
             data[ROWS] = _unsent[:]
             del _unsent[:]
-    else:  # the master, or a run without workers: this process writes the file
+
+        def _flush(environment: Environment, **_kwargs: Any) -> None:
+            runner.stop()  # each user finishes its request (up to --stop-timeout) and ends
+            # A stats report now, with the last rows: the one a worker sends as it quits
+            # can come after the master stopped listening (it waits 0.5 s), and then
+            # those requests are missing from Locust's totals and from the rows alike.
+            runner._send_stats()
+            runner.send_message(FLUSHED)
+
+        runner.register_message(FLUSH, _flush, concurrent=True)
+    elif isinstance(runner, MasterRunner):
+        flushed: set[str] = set()
+        runner.register_message(FLUSHED, lambda msg, **_kwargs: flushed.add(msg.node_id))
+
         @environment.events.worker_report.add_listener
         def _receive_rows(client_id: str, data: dict[str, Any]) -> None:
             options, rows = environment.parsed_options, data.get(ROWS)
             if rows and options and options.labkit_log:
                 _log.write(options.labkit_log, rows)
+
+        @environment.events.test_stop.add_listener
+        def _last_reports(**_kwargs: Any) -> None:
+            """Before the master quits: every worker's last requests, in its stats and rows."""
+            workers = {worker.id for worker in runner.clients.all}
+            for worker in workers:
+                runner.send_message(FLUSH, client_id=worker)
+            deadline = time.monotonic() + environment.stop_timeout + FLUSH_MARGIN_S
+            while not workers <= flushed and time.monotonic() < deadline:
+                gevent.sleep(0.05)
 
     @environment.events.request.add_listener
     def _row(start_time: float, response_time: float, response: Any, exception: Any,
@@ -107,11 +136,11 @@ def _route_rows(environment: Environment, **_kwargs: Any) -> None:
             return
         row = (f"{start_time:.6f}", f"{response_time:.3f}",
                getattr(response, "status_code", 0) or 0, repr(exception) if exception else "")
-        if isinstance(environment.runner, WorkerRunner):
+        if isinstance(runner, WorkerRunner):
             _unsent.append(row)
         else:
             _log.write(prefix, [row])
 
     @environment.events.quitting.add_listener
-    def _flush(**_kwargs: Any) -> None:
+    def _close(**_kwargs: Any) -> None:
         _log.flush()
