@@ -131,7 +131,7 @@ def run_locust(
             env["LABKIT_LOCUST_LOG"] = str(log_prefix)
         # Workers get their options from the master, as they would on another machine.
         worker_env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_LOCUST_")}
-        cpu, result = _run_measured(command, env, worker_commands, worker_env, app_pid,
+        meter, result = _run_measured(command, env, worker_commands, worker_env, app_pid,
                                     timeout_s=duration_s + wait_s + 60)
         # Locust exits 1 when some requests failed: that is a result to read, not a crash.
         if result.returncode not in (0, 1) or not prefix.with_name("locust_stats.csv").exists():
@@ -141,8 +141,9 @@ def run_locust(
                 "Check the host URL and the locustfile; to see more, run the command in a "
                 "terminal (pass csv_dir=… to keep the folder it writes to)."
             )
-        warn_if_generator_bound(cpu)
         raw_requests = _read_request_logs(log_prefix)
+        cpu = meter.stop(*_busy_window(raw_requests, prefix.with_name("locust_stats_history.csv")))
+        warn_if_generator_bound(cpu)
         # Both tables count time from the first request, like labkit's own runs.
         origin = float(raw_requests["epoch_s"].min()) if len(raw_requests) else None
         requests = _requests_frame(raw_requests, origin)
@@ -160,8 +161,11 @@ def run_locust(
 def _run_measured(
     command: list[str], env: Mapping[str, str], worker_commands: Sequence[list[str]],
     worker_env: Mapping[str, str], app_pid: int | None, timeout_s: float,
-) -> tuple[CpuReport, subprocess.CompletedProcess]:
-    """Run `command` (Locust, or its master) and its workers; the run ends with it."""
+) -> tuple[CpuMeter, subprocess.CompletedProcess]:
+    """Run `command` (Locust, or its master) and its workers; the run ends with it.
+
+    The meter comes back sampled every 0.25 s and not yet stopped: its caller knows,
+    from the requests, which part of the run to count."""
     main = _Process(command, env)
     workers = [_Process(worker, worker_env) for worker in worker_commands]
     everyone = [main, *workers]
@@ -179,7 +183,7 @@ def _run_measured(
         for worker in workers:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.popen.wait(10)
-        cpu = meter.stop()
+        meter.sample()
     finally:
         for process in everyone:
             process.end()
@@ -188,7 +192,23 @@ def _run_measured(
     if troubled or (workers and main.popen.returncode not in (0, 1)):
         output += "".join(f"\n--- a worker's output ---\n{text[-1000:]}"
                           for text in troubled or [w.output() for w in workers])
-    return cpu, subprocess.CompletedProcess(command, main.popen.returncode, output)
+    return meter, subprocess.CompletedProcess(command, main.popen.returncode, output)
+
+
+def _busy_window(raw_requests: pd.DataFrame, history: Path) -> tuple[float | None, float | None]:
+    """When the load ran (epoch seconds): from the request log, or else from Locust's
+    per-second history. The processes' start-up before it is not the load's CPU."""
+    import pandas as pd
+
+    if len(raw_requests):
+        ends = raw_requests["epoch_s"] + raw_requests["latency_ms"] / 1000
+        return float(raw_requests["epoch_s"].min()), float(ends.max())
+    if history.exists():
+        rows = pd.read_csv(history)
+        busy = rows.loc[rows["Total Request Count"] > 0, "Timestamp"]
+        if len(busy):  # each row covers the second before it
+            return float(busy.min()) - 1, float(busy.max())
+    return None, None
 
 
 class _Process:
