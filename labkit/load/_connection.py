@@ -18,8 +18,8 @@ class Connection:
     spent ~60% of the sender's GIL time parsing response headers with the email package
     and ~13% assembling the request, which made the generator, not the app, the limit.
     Here a request is bytes built once per path, and the response goes through llhttp
-    (httptools, the parser uvicorn serves with) with no Python call per header: about
-    one Python call per request besides the socket's.
+    (httptools, the parser uvicorn serves with) with no Python call per header: two
+    callbacks per response, when its headers and when its body are complete.
     """
 
     def __init__(
