@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 
 import httpx
@@ -126,6 +128,45 @@ def test_a_refused_connection_is_a_failed_request_not_a_crash():
     assert len(run) == 3
     assert (run["status"] == 0).all()
     assert run["error"].str.startswith("ConnectionRefusedError").all()
+
+
+class _OnePerConnection(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.0 as the standard library serves it: no length, the body ends at close."""
+
+    def do_GET(self):
+        self.send_response(200 if self.path == "/ok" else 503)
+        self.end_headers()
+        self.wfile.write(b"pong")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http10_server():
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OnePerConnection) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+        server.shutdown()
+
+
+def test_a_server_that_closes_after_each_response_is_read_to_the_end(http10_server):
+    run = load.closed_loop(http10_server, lambda i: "/ok" if i % 3 else "/down", workers=2,
+                           requests=30, method="GET")
+
+    assert len(run) == 30
+    assert (run["status"] == 200).sum() == 20 and (run["status"] == 503).sum() == 10
+    assert (run.loc[~run["ok"], "error"] == "HTTP 503").all()
+
+
+def test_head_responses_have_no_body_whatever_they_announce(app):
+    # FastAPI routes /ping for GET only: uvicorn answers 405 with the length of its JSON
+    # error announced, no body, and the connection kept open for the next request.
+    run = load.closed_loop(app.url, "/ping", workers=1, requests=5, method="HEAD",
+                           timeout_s=2)
+
+    assert (run["status"] == 405).all(), run["error"].unique()
 
 
 def test_sweep_finds_where_throughput_stops_growing(app):

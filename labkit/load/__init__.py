@@ -27,7 +27,9 @@ loop), ``status`` (0 when no response came), ``error`` and ``ok``.
 The load generator shares the machine with the app. Each run measures both
 processes' CPU and warns (``GeneratorBottleneckWarning``) when the generator, not the
 app, is the likely limit. For more load than one Python process can make, run Locust
-headless in subprocesses (``run_locust``); see its docstring for distributed mode.
+headless in subprocesses (``run_locust``): forked (``processes=``), or distributed, a
+master and workers on this machine (``workers=``) or on others (``remote_workers=``),
+every worker's requests coming back as rows of the same table.
 
 ``sweep`` runs one load per level for a capacity curve and ``find_knee`` reads the
 capacity off it; ``slo_report`` and ``assert_slo`` check a run against objectives.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -49,54 +50,66 @@ class CpuReport:
         )
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    epoch_s: float  # time.time(): comparable with the request logs' start times
+    cpu_s: dict[str, float]  # CPU seconds so far, per tree (generator, app)
+    machine: psutil._common.scputimes
+
+
 class CpuMeter:
     """CPU seconds of the generator and the app between start() and stop(), sampled so
     that children that exit early (Locust's forked workers) still count."""
 
-    def __init__(self, generator_pid: int, app_pid: int | None, generator_children: bool) -> None:
+    def __init__(
+        self, generator_pid: int | Sequence[int], app_pid: int | None, generator_children: bool
+    ) -> None:
         # The kernel's children include the app itself: counted as the generator only
-        # when the generator is a subprocess (Locust).
-        self._trees = {"generator": generator_pid, "app": app_pid}
+        # when the generator is a subprocess (Locust). A distributed Locust run is
+        # several: its master and its workers.
+        generators = [generator_pid] if isinstance(generator_pid, int) else list(generator_pid)
+        self._trees = {"generator": generators, "app": [] if app_pid is None else [app_pid]}
         self._children = {"generator": generator_children, "app": True}
         self._seen: dict[str, dict[int, float]] = {name: {} for name in self._trees}
-        self._baseline: dict[str, dict[int, float]] = {}
+        self._snapshots: list[_Snapshot] = []
 
     def start(self) -> None:
-        self._sample()
-        self._baseline = {name: dict(seen) for name, seen in self._seen.items()}
-        self._machine = psutil.cpu_times()
-        self._began = time.perf_counter()
+        self.sample()
 
     def sample(self) -> None:
-        self._sample()
-
-    def stop(self) -> CpuReport:
-        self._sample()
-        wall = max(time.perf_counter() - self._began, 1e-9)
-        machine = psutil.cpu_times()
-        total = sum(machine) - sum(self._machine)
-        idle = (machine.idle + getattr(machine, "iowait", 0.0)) - (
-            self._machine.idle + getattr(self._machine, "iowait", 0.0)
-        )
-        used = {
-            name: sum(cpu - self._baseline[name].get(pid, 0.0) for pid, cpu in seen.items())
-            for name, seen in self._seen.items()
-        }
-        return CpuReport(
-            generator_cores=used["generator"] / wall,
-            app_cores=None if self._trees["app"] is None else used["app"] / wall,
-            machine_busy=1 - idle / total if total > 0 else 0.0,
-            machine_cores=psutil.cpu_count() or 1,
-        )
-
-    def _sample(self) -> None:
-        for name, pid in self._trees.items():
-            if pid is None:
-                continue
-            for proc in _processes(pid, self._children[name]):
+        for name, pids in self._trees.items():
+            for proc in (p for pid in pids for p in _processes(pid, self._children[name])):
                 with contextlib.suppress(psutil.Error):
                     times = proc.cpu_times()
                     self._seen[name][proc.pid] = times.user + times.system
+        self._snapshots.append(_Snapshot(
+            time.time(), {name: sum(seen.values()) for name, seen in self._seen.items()},
+            psutil.cpu_times()))
+
+    def stop(self, busy_from_epoch_s: float | None = None,
+             busy_until_epoch_s: float | None = None) -> CpuReport:
+        """CPU from start() to now; or, given when the load ran, over the samples that
+        span just that: Locust's processes spend seconds importing before they send."""
+        self.sample()
+        first, last = self._snapshots[0], self._snapshots[-1]
+        if busy_from_epoch_s is not None:
+            first = max((s for s in self._snapshots if s.epoch_s <= busy_from_epoch_s),
+                        key=lambda s: s.epoch_s, default=first)
+        if busy_until_epoch_s is not None:
+            last = min((s for s in self._snapshots if s.epoch_s >= busy_until_epoch_s),
+                       key=lambda s: s.epoch_s, default=last)
+        wall = max(last.epoch_s - first.epoch_s, 1e-9)
+        total = sum(last.machine) - sum(first.machine)
+        idle = (last.machine.idle + getattr(last.machine, "iowait", 0.0)) - (
+            first.machine.idle + getattr(first.machine, "iowait", 0.0)
+        )
+        used = {name: last.cpu_s[name] - first.cpu_s[name] for name in self._trees}
+        return CpuReport(
+            generator_cores=used["generator"] / wall,
+            app_cores=used["app"] / wall if self._trees["app"] else None,
+            machine_busy=1 - idle / total if total > 0 else 0.0,
+            machine_cores=psutil.cpu_count() or 1,
+        )
 
 
 def _processes(pid: int, children: bool) -> list[psutil.Process]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,10 +27,25 @@ class AppServer:
     url: str
     process: subprocess.Popen
     log_path: Path
+    access_log: bool = False
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def access_count(self, status: int | None = None) -> int:
+        """Requests the server logged as answered (with `status`, if given) so far.
+
+        Needs ``start_app(..., access_log=True)``: otherwise uvicorn logs none.
+        """
+        if not self.access_log:
+            raise LoadError(
+                f"{self.app!r} was served without its access log, so it counted no "
+                "requests: start it with start_app(..., access_log=True)")
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        # uvicorn's access line: 127.0.0.1:50000 - "GET /path HTTP/1.1" 200 OK
+        statuses = re.findall(r'"[A-Z]+ \S+ HTTP/[\d.]+" (\d{3})', text)
+        return sum(1 for found in statuses if status is None or int(found) == status)
 
     def log_tail(self, lines: int = 20) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -54,6 +70,7 @@ def start_app(
     workers: int = 1,
     ready_path: str = "/",
     timeout_s: float = 30.0,
+    access_log: bool = False,
 ) -> AppServer:
     """Serve `app` ("module:attribute") with uvicorn in its own process on 127.0.0.1.
 
@@ -61,14 +78,18 @@ def start_app(
     the load generator cannot borrow its event loop, and a stall in the app cannot
     freeze the generator. Returns once `ready_path` answers (any status below 500).
     With `factory`, the attribute is a function that builds the app (uvicorn
-    --factory), typically from settings passed in `env`. Call ``stop()`` when done —
+    --factory), typically from settings passed in `env`. With `access_log`, uvicorn logs
+    every request it answers (``AppServer.access_count``: the server's own count, to
+    hold a load generator's to). Call ``stop()`` when done —
     or use ``serve_app``; it is stopped at interpreter exit in any case.
     """
-    port = _free_port()
+    port = free_port()
     log = Path(tempfile.mkstemp(prefix="labkit-uvicorn-", suffix=".log")[1])
     command = [
         sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+        "--workers", str(workers),
+        *(["--log-level", "info", "--access-log"] if access_log
+          else ["--log-level", "warning", "--no-access-log"]),
         *(["--factory"] if factory else []),
     ]
     with log.open("wb") as log_file:
@@ -76,7 +97,7 @@ def start_app(
             command, stdout=log_file, stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})}, start_new_session=True,
         )
-    server = AppServer(app, f"http://127.0.0.1:{port}", process, log)
+    server = AppServer(app, f"http://127.0.0.1:{port}", process, log, access_log)
     atexit.register(server.stop)
     _wait_until_serving(server, ready_path, timeout_s)
     return server
@@ -92,7 +113,8 @@ def serve_app(app: str = "labkit.load_demo:app", **options: Any) -> Iterator[App
         server.stop()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
