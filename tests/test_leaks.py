@@ -10,6 +10,7 @@ machine. Each test prints how long the removal took.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
 import psutil
 import pytest
 from processes import alive, process_status
@@ -394,3 +396,31 @@ def _describe(proc: psutil.Process) -> str:
         return f"{proc.pid} {proc.name()} ({proc.status()})"
     except psutil.NoSuchProcess:
         return f"{proc.pid} (gone)"
+
+
+def test_a_sweep_skips_a_container_another_sweeper_removed_meanwhile() -> None:
+    """Reapers, `labkit up`'s daemon and tests sweep at once: a container listed by one
+    sweep and removed by another before it is looked at is swept, not an error (a
+    learner's run of lesson 10 failed on docker's 404 for it)."""
+    unavailable = services.why_no_containers(REDIS_IMAGE)
+    if unavailable:
+        pytest.skip(f"no containers here: {unavailable}")
+    client = services.docker_client()
+    project = f"/nonexistent/test-sweep-{os.getpid()}"  # only this test's container
+    dead_owner = {"labkit": "true", "labkit.owner.pid": "999999999", "labkit.state": project,
+                  "labkit.owner.started": "0.0", "labkit.service": "redis"}
+    container = client.containers.create(REDIS_IMAGE, labels=dead_owner)
+    listed = client.api.containers
+
+    def listed_then_removed_by_another_sweeper(*args: object, **kwargs: object) -> object:
+        found = listed(*args, **kwargs)
+        client.api.remove_container(container.id, force=True)
+        return found
+
+    client.api.containers = listed_then_removed_by_another_sweeper
+    try:
+        assert services.sweep_containers(client, state=project) == []
+    finally:
+        client.api.containers = listed
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)

@@ -269,8 +269,13 @@ def sweep_containers(client: Any, everything: bool = False, owner: Owner | None 
         wanted += [f"labkit.owner.pid={owner.pid}", f"labkit.owner.started={owner.started!r}"]
     if state is not None:
         wanted.append(f"{STATE_LABEL}={state}")
+    from docker.errors import APIError, NotFound
+
     swept = []
-    for container in client.containers.list(all=True, filters={"label": wanted}):
+    # Other processes sweep too (reapers, `labkit up`'s daemon, other tests): a container
+    # listed here may be gone before it is inspected or removed; it is then swept already.
+    for container in client.containers.list(all=True, filters={"label": wanted},
+                                            ignore_removed=True):
         labels = container.labels
         try:
             pid = int(labels["labkit.owner.pid"])
@@ -278,6 +283,13 @@ def sweep_containers(client: Any, everything: bool = False, owner: Owner | None 
         except (KeyError, ValueError):
             pid, started = -1, 0.0
         if everything or owner is not None or not owner_alive(pid, started):
-            container.remove(force=True, v=True)
+            try:
+                container.remove(force=True, v=True)
+            except NotFound:
+                continue
+            except APIError as exc:
+                if exc.status_code != 409:  # 409: its removal is already in progress
+                    raise
+                continue
             swept.append(f"{labels.get('labkit.service', '?')}:{container.short_id}")
     return swept
