@@ -134,6 +134,42 @@ def test_topics_are_deleted_after_the_test(pytester: pytest.Pytester, kafka: End
     assert not set(made) & set(topics), f"left behind: {set(made) & set(topics)}"
 
 
+def test_a_consumer_listed_before_its_topic_is_closed_before_the_topic_goes(
+    pytester: pytest.Pytester, kafka: Endpoint, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pytest tears fixtures down last-listed first, so `kafka_topic` goes before a
+    `kafka_consumer` listed ahead of it; a librdkafka consumer still open on a deleted
+    topic kills its process (SIGSEGV), so the topic's teardown must close it first.
+    Run in a process of its own: a crash must fail this test, not end the run."""
+    pytester.makepyfile(
+        """
+        import time
+
+        import pytest
+
+        from labkit import kafka as kafka_helpers
+
+        @pytest.fixture
+        def slow_teardown():
+            yield
+            # the consumer, if still open, fetches from the deleted topic meanwhile
+            time.sleep(3)
+
+        def test_reads_a_record(kafka_consumer, slow_teardown, kafka_topic, kafka_producer):
+            kafka_producer.produce(kafka_topic, key="k", value=b"v")
+            kafka_producer.flush()
+            kafka_consumer.subscribe([kafka_topic])
+            assert len(kafka_helpers.consume(kafka_consumer, 1, timeout=30)) == 1
+        """
+    )
+    monkeypatch.setenv("LABKIT_KAFKA_BACKEND", "external")
+    monkeypatch.setenv("LABKIT_KAFKA_URL", kafka.url)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", *plugin_args(),
+                                           timeout=120)
+    assert result.ret == 0, f"exit {result.ret} (-11 is SIGSEGV):\n{result.outlines[-20:]}"
+    result.assert_outcomes(passed=1)
+
+
 @pytest.mark.parametrize("label", ["bad name!", "x" * 250, "orders/2024", "événements"])
 def test_an_invalid_topic_name_is_a_clear_error(kafka_topic_factory, label: str) -> None:
     with pytest.raises(InvalidTopicName, match="letters, digits") as caught:
