@@ -25,8 +25,10 @@ from test_leaks import (
 
 from labkit import kafka as kafka_helpers
 from labkit import services
+from labkit.cli import shared_admin
 from labkit.kafka import DeliveryFailed, InvalidTopicName
 from labkit.services import Endpoint, ServiceError
+from labkit.services._kafka import TANSU
 
 pytest_plugins = ["pytester"]
 
@@ -308,6 +310,44 @@ def test_a_tenant_of_a_shared_broker_gets_a_topic_prefix(kafka: Endpoint) -> Non
     assert tenant.name not in services.list_tenants(admin)
 
 
+def test_a_tenant_of_a_shared_tansu_reads_lag_right(kafka: Endpoint) -> None:
+    """`labkit up kafka` hands processes the broker as an admin URL; their tenants must
+    still know it is Tansu, whose end offset counts batches: five records produced at
+    once would otherwise go in one batch and read as an end of 1."""
+    if kafka.extra.get("broker") != TANSU:
+        pytest.skip("the batch gap is Tansu's; this broker is not")
+    admin_url = shared_admin("kafka", kafka)
+    assert admin_url is not None
+    with services.create_tenant(services.TenantAdmin(kafka=admin_url)) as tenant:
+        endpoint = tenant["kafka"]
+        assert endpoint.extra.get("broker") == TANSU
+        topic = kafka_helpers.create_topic(endpoint, kafka_helpers.unique_topic_name(endpoint),
+                                           partitions=1)
+        producer = kafka_helpers.CheckedProducer(endpoint)
+        for n in range(5):
+            producer.produce(topic, key="order-1", value=f"event-{n}")
+        producer.flush()
+        assert kafka_helpers.consumer_lag(endpoint, "nobody", topic)[0].end == 5
+
+
+@pytest.mark.parametrize(
+    ("given", "environ", "broker"),
+    [("kafka://b1:9092?broker=tansu", "", TANSU), ("b1:9092", TANSU, TANSU),
+     ("kafka://b1:9092", "", None)],
+)
+def test_an_external_url_may_name_its_broker(
+    given: str, environ: str, broker: str | None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LABKIT_KAFKA_BROKER", environ)
+    endpoint = services.specs()["kafka"].from_url(given)
+    assert (endpoint.extra.get("broker"), endpoint.bootstrap_servers) == (broker, "b1:9092")
+
+
+def test_an_unknown_broker_kind_says_which_are_known() -> None:
+    with pytest.raises(ServiceError, match="broker=tansu"):
+        services.specs()["kafka"].from_url("kafka://b1:9092?broker=tanzu")
+
+
 def test_an_unreachable_broker_as_admin_is_named() -> None:
     with pytest.raises(services.TenantError, match="127.0.0.1:1 .*did not answer"):
         services.check_admin(services.TenantAdmin(kafka="kafka://127.0.0.1:1"))
@@ -327,3 +367,15 @@ def test_the_sweep_drops_a_dead_tenants_topics(kafka: Endpoint) -> None:
         assert topic not in kafka_helpers.admin_client(kafka).list_topics(timeout=10).topics
     finally:
         cleanup(owner)
+
+
+def test_doctor_says_how_to_get_kafka_without_its_image() -> None:
+    """`ci/images/build` builds no Kafka image: doctor's fix for a missing one says to pull
+    it where a registry answers, and names the local backend otherwise."""
+    from labkit.cli import image_fix
+
+    fix = image_fix(services.specs()["kafka"])
+    assert f"docker pull {services.specs()['kafka'].image}" in fix
+    assert "LABKIT_KAFKA_BACKEND=local" in fix
+    assert "ci/images/build" not in fix
+    assert "bash ci/images/build" in image_fix(services.specs()["postgres"]), "it builds this one"

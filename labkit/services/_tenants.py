@@ -827,8 +827,7 @@ class KafkaTenants:
                               f"{failures or 'no answer'}")
         return Endpoint(service="kafka", backend="tenant", url=self.admin.url,
                         host=self.admin.host, port=self.admin.port, origin=f"tenant {name}",
-                        extra={"bootstrap_servers": self.admin.bootstrap_servers,
-                               "topic_prefix": self.prefix(name)})
+                        extra={**self.admin.extra, "topic_prefix": self.prefix(name)})
 
     def _tags(self, markers: list[str]) -> dict[str, str]:
         """The owner tag recorded in each marker topic (read from its first record)."""
