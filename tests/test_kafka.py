@@ -28,10 +28,11 @@ from labkit import services
 from labkit.cli import shared_admin
 from labkit.kafka import DeliveryFailed, InvalidTopicName
 from labkit.services import Endpoint, ServiceError
-from labkit.services._kafka import TANSU
 
 pytest_plugins = ["pytester"]
 
+# The broker kind a Tansu endpoint names (``endpoint.extra["broker"]``, ``?broker=tansu``).
+TANSU = "tansu"
 # The delivery timeout of the broker-down test, and the margin a loaded 2-core machine
 # gets on top of it before "bounded" counts as broken.
 SHORT_DELIVERY_S = 2.0
