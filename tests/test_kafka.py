@@ -349,6 +349,33 @@ def test_an_unknown_broker_kind_says_which_are_known() -> None:
         services.specs()["kafka"].from_url("kafka://b1:9092?broker=tanzu")
 
 
+SWEEP_READER = """
+import sys
+from labkit import services
+admin = services.TenantAdmin(kafka=sys.argv[1])
+print("reading", flush=True)
+while True:
+    services.sweep_tenants(admin)  # reads every tenant's owner, as labkit up's daemon does
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_survives_tenants_dropped_while_it_reads_their_owners(kafka: Endpoint) -> None:
+    """`labkit up`'s daemon sweeps while tenants come and go: reading their owners must
+    not crash it (a consumer on a marker topic being deleted did: SIGSEGV in librdkafka)."""
+    admin = services.TenantAdmin(kafka=kafka.url)
+    reader = start_owner(SWEEP_READER, kafka.url)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        for _ in range(8):
+            with services.create_tenant(admin) as tenant:
+                kafka_helpers.create_topic(tenant["kafka"],
+                                           kafka_helpers.unique_topic_name(tenant["kafka"]))
+            assert reader.poll() is None, f"the sweep died: exit {reader.returncode} (-11: SIGSEGV)"
+    finally:
+        cleanup(reader)
+
+
 def test_an_unreachable_broker_as_admin_is_named() -> None:
     with pytest.raises(services.TenantError, match="127.0.0.1:1 .*did not answer"):
         services.check_admin(services.TenantAdmin(kafka="kafka://127.0.0.1:1"))
