@@ -60,6 +60,12 @@ class Check:
     required: bool = True
 
 
+def image_fix(spec: services.ServiceSpec) -> str:
+    """What doctor tells to do about `spec`'s image when it is not on this machine."""
+    return (f"docker pull {spec.image} (or `labkit up` pulls it); without a registry: "
+            f"{spec.without_registry}")
+
+
 def doctor_checks() -> list[Check]:
     checks = [
         Check(
@@ -97,8 +103,7 @@ def doctor_checks() -> list[Check]:
                     f"image {spec.image}",
                     present,
                     "present" if present else "not pulled yet",
-                    f"docker pull {spec.image} (or `labkit up` pulls it; without a registry: "
-                    "bash ci/images/build)",
+                    image_fix(spec),
                     required=False,
                 )
             )
@@ -202,7 +207,8 @@ def shared_admin(name: str, endpoint: services.Endpoint) -> str | None:
         # AMQP where clients reach it: a container's port is published elsewhere
         return f"{endpoint.extra['management_url']}?amqp_port={endpoint.port}"
     if name == "kafka":
-        return endpoint.url  # a broker without ACLs: any client administers it
+        # a broker without ACLs: any client administers it; its kind travels in the URL
+        return services.kafka_admin_url(endpoint)
     return None
 
 

@@ -8,7 +8,8 @@ kafka_producer         a confluent_kafka.Producer (labkit.kafka.CheckedProducer)
                        ``flush()`` raises DeliveryFailed, naming the broker, when a message
                        was not delivered within 10 s
 kafka_consumer         a confluent_kafka.Consumer in a fresh group, tuned to get its first
-                       message in seconds, reading from the earliest offset; closed after
+                       message in seconds, reading from the earliest offset; closed after,
+                       and before the test's topics are deleted
 
 Unique names keep tests independent of each other and of their order, even on a broker
 shared by several runs. confluent_kafka is imported where these fixtures run, never when
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
     from labkit.kafka import CheckedProducer
 
 PARTITIONS_MARK = "kafka_partitions"
+# The consumers the `kafka_consumer` fixture opened for a test. pytest tears fixtures down
+# last-listed first, so a `kafka_topic` listed after `kafka_consumer` is deleted while the
+# consumer still fetches from it, and librdkafka (2.16, on Tansu) then crashes the whole
+# process (SIGSEGV). The topic's teardown closes these first, whatever the order.
+CONSUMERS = pytest.StashKey[list["Consumer"]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,6 +75,8 @@ def kafka_topic_factory(kafka: Endpoint,
         return name
 
     yield make
+    for consumer in request.node.stash.get(CONSUMERS, []):
+        consumer.close()  # closing a closed consumer does nothing
     for name in made:
         kafka_helpers.delete_topic(kafka, name)
 
@@ -93,12 +101,14 @@ def kafka_producer(kafka: Endpoint) -> Iterator[CheckedProducer]:
 
 
 @pytest.fixture
-def kafka_consumer(kafka: Endpoint) -> Iterator[Consumer]:
-    """A consumer in a new group of its own (subscribe it to your topic), closed after."""
+def kafka_consumer(kafka: Endpoint, request: pytest.FixtureRequest) -> Iterator[Consumer]:
+    """A consumer in a new group of its own (subscribe it to your topic), closed after
+    (and before this test's topics are deleted, in whichever order they were listed)."""
     from confluent_kafka import Consumer
 
     from labkit.kafka import consumer_config
 
     consumer = Consumer(consumer_config(kafka))
+    request.node.stash.setdefault(CONSUMERS, []).append(consumer)
     yield consumer
     consumer.close()

@@ -25,11 +25,14 @@ from test_leaks import (
 
 from labkit import kafka as kafka_helpers
 from labkit import services
+from labkit.cli import shared_admin
 from labkit.kafka import DeliveryFailed, InvalidTopicName
 from labkit.services import Endpoint, ServiceError
 
 pytest_plugins = ["pytester"]
 
+# The broker kind a Tansu endpoint names (``endpoint.extra["broker"]``, ``?broker=tansu``).
+TANSU = "tansu"
 # The delivery timeout of the broker-down test, and the margin a loaded 2-core machine
 # gets on top of it before "bounded" counts as broken.
 SHORT_DELIVERY_S = 2.0
@@ -132,6 +135,42 @@ def test_topics_are_deleted_after_the_test(pytester: pytest.Pytester, kafka: End
     topics = kafka_helpers.admin_client(kafka).list_topics(timeout=10).topics
     assert len(made) == 2
     assert not set(made) & set(topics), f"left behind: {set(made) & set(topics)}"
+
+
+def test_a_consumer_listed_before_its_topic_is_closed_before_the_topic_goes(
+    pytester: pytest.Pytester, kafka: Endpoint, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pytest tears fixtures down last-listed first, so `kafka_topic` goes before a
+    `kafka_consumer` listed ahead of it; a librdkafka consumer still open on a deleted
+    topic kills its process (SIGSEGV), so the topic's teardown must close it first.
+    Run in a process of its own: a crash must fail this test, not end the run."""
+    pytester.makepyfile(
+        """
+        import time
+
+        import pytest
+
+        from labkit import kafka as kafka_helpers
+
+        @pytest.fixture
+        def slow_teardown():
+            yield
+            # the consumer, if still open, fetches from the deleted topic meanwhile
+            time.sleep(3)
+
+        def test_reads_a_record(kafka_consumer, slow_teardown, kafka_topic, kafka_producer):
+            kafka_producer.produce(kafka_topic, key="k", value=b"v")
+            kafka_producer.flush()
+            kafka_consumer.subscribe([kafka_topic])
+            assert len(kafka_helpers.consume(kafka_consumer, 1, timeout=30)) == 1
+        """
+    )
+    monkeypatch.setenv("LABKIT_KAFKA_BACKEND", "external")
+    monkeypatch.setenv("LABKIT_KAFKA_URL", kafka.url)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", *plugin_args(),
+                                           timeout=120)
+    assert result.ret == 0, f"exit {result.ret} (-11 is SIGSEGV):\n{result.outlines[-20:]}"
+    result.assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize("label", ["bad name!", "x" * 250, "orders/2024", "événements"])
@@ -272,6 +311,71 @@ def test_a_tenant_of_a_shared_broker_gets_a_topic_prefix(kafka: Endpoint) -> Non
     assert tenant.name not in services.list_tenants(admin)
 
 
+def test_a_tenant_of_a_shared_tansu_reads_lag_right(kafka: Endpoint) -> None:
+    """`labkit up kafka` hands processes the broker as an admin URL; their tenants must
+    still know it is Tansu, whose end offset counts batches: five records produced at
+    once would otherwise go in one batch and read as an end of 1."""
+    if kafka.extra.get("broker") != TANSU:
+        pytest.skip("the batch gap is Tansu's; this broker is not")
+    admin_url = shared_admin("kafka", kafka)
+    assert admin_url is not None
+    with services.create_tenant(services.TenantAdmin(kafka=admin_url)) as tenant:
+        endpoint = tenant["kafka"]
+        assert endpoint.extra.get("broker") == TANSU
+        topic = kafka_helpers.create_topic(endpoint, kafka_helpers.unique_topic_name(endpoint),
+                                           partitions=1)
+        producer = kafka_helpers.CheckedProducer(endpoint)
+        for n in range(5):
+            producer.produce(topic, key="order-1", value=f"event-{n}")
+        producer.flush()
+        assert kafka_helpers.consumer_lag(endpoint, "nobody", topic)[0].end == 5
+
+
+@pytest.mark.parametrize(
+    ("given", "environ", "broker"),
+    [("kafka://b1:9092?broker=tansu", "", TANSU), ("b1:9092", TANSU, TANSU),
+     ("kafka://b1:9092", "", None)],
+)
+def test_an_external_url_may_name_its_broker(
+    given: str, environ: str, broker: str | None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LABKIT_KAFKA_BROKER", environ)
+    endpoint = services.specs()["kafka"].from_url(given)
+    assert (endpoint.extra.get("broker"), endpoint.bootstrap_servers) == (broker, "b1:9092")
+
+
+def test_an_unknown_broker_kind_says_which_are_known() -> None:
+    with pytest.raises(ServiceError, match="broker=tansu"):
+        services.specs()["kafka"].from_url("kafka://b1:9092?broker=tanzu")
+
+
+SWEEP_READER = """
+import sys
+from labkit import services
+admin = services.TenantAdmin(kafka=sys.argv[1])
+print("reading", flush=True)
+while True:
+    services.sweep_tenants(admin)  # reads every tenant's owner, as labkit up's daemon does
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_survives_tenants_dropped_while_it_reads_their_owners(kafka: Endpoint) -> None:
+    """`labkit up`'s daemon sweeps while tenants come and go: reading their owners must
+    not crash it (a consumer on a marker topic being deleted did: SIGSEGV in librdkafka)."""
+    admin = services.TenantAdmin(kafka=kafka.url)
+    reader = start_owner(SWEEP_READER, kafka.url)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        for _ in range(8):
+            with services.create_tenant(admin) as tenant:
+                kafka_helpers.create_topic(tenant["kafka"],
+                                           kafka_helpers.unique_topic_name(tenant["kafka"]))
+            assert reader.poll() is None, f"the sweep died: exit {reader.returncode} (-11: SIGSEGV)"
+    finally:
+        cleanup(reader)
+
+
 def test_an_unreachable_broker_as_admin_is_named() -> None:
     with pytest.raises(services.TenantError, match="127.0.0.1:1 .*did not answer"):
         services.check_admin(services.TenantAdmin(kafka="kafka://127.0.0.1:1"))
@@ -291,3 +395,15 @@ def test_the_sweep_drops_a_dead_tenants_topics(kafka: Endpoint) -> None:
         assert topic not in kafka_helpers.admin_client(kafka).list_topics(timeout=10).topics
     finally:
         cleanup(owner)
+
+
+def test_doctor_says_how_to_get_kafka_without_its_image() -> None:
+    """`ci/images/build` builds no Kafka image: doctor's fix for a missing one says to pull
+    it where a registry answers, and names the local backend otherwise."""
+    from labkit.cli import image_fix
+
+    fix = image_fix(services.specs()["kafka"])
+    assert f"docker pull {services.specs()['kafka'].image}" in fix
+    assert "LABKIT_KAFKA_BACKEND=local" in fix
+    assert "ci/images/build" not in fix
+    assert "bash ci/images/build" in image_fix(services.specs()["postgres"]), "it builds this one"

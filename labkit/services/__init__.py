@@ -57,6 +57,7 @@ from labkit.services._docker import (
     publish_on_loopback,
     why_no_containers,
 )
+from labkit.services._kafka import admin_url as kafka_admin_url
 from labkit.services._local import (
     chown_tree,
     make_workdir,
@@ -154,6 +155,7 @@ __all__ = [
     "given",
     "handle",
     "image_present",
+    "kafka_admin_url",
     "kill_instance",
     "list_tenants",
     "live_tenants",

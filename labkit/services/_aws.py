@@ -171,6 +171,8 @@ SPEC = ServiceSpec(
     start_docker=start_docker,
     start_local=start_local,
     binaries=(Binary("moto_server", moto_server, "pip install 'moto[server]'"),),
+    # ci/images/build makes no emulator image: moto's server from PyPI is the way, as in CI
+    without_registry="LABKIT_AWS_BACKEND=local (moto's server: pip install 'moto[server]')",
     endpoint_extra=credentials,
     extra_environ=_environ,
 )

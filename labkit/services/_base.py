@@ -192,6 +192,9 @@ class ServiceSpec:
     # The labkit extra that brings its clients and local server ("" for the core's services):
     # without it the service is absent, and `labkit doctor` warns instead of failing.
     install_extra: str = ""
+    # What to do when its image cannot be pulled: `ci/images/build` builds postgres, redis
+    # and rabbitmq from Debian packages; a service it does not build says its own way out.
+    without_registry: str = "bash ci/images/build"
     extra_environ: Callable[[Endpoint], Mapping[str, str]] = lambda endpoint: {}
 
     @property

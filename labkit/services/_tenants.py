@@ -25,7 +25,7 @@ already run. What a tenant gets, per service:
 Each object is tagged with its owner (pid, process start time, host): a COMMENT on
 the database and role, the vhost's description, a hash in Redis (``labkit:tenants``,
 outside every tenant's prefix), a marker bucket on the emulator and a marker topic on
-Kafka (holding one record: the tag). `sweep_tenants`
+Kafka (the tag in its name). `sweep_tenants`
 drops the tenants whose owner died, as `sweep_local` does for servers. Tenant names are
 generated or checked against one strict pattern, and a drop first checks that the
 object carries this tenant's own tag, so no name can make it drop another's objects.
@@ -776,12 +776,20 @@ class AwsTenants:
 
 
 class KafkaTenants:
-    """A topic and consumer-group prefix, and a marker topic holding the owner's tag.
+    """A topic and consumer-group prefix, and a marker topic whose name holds the owner's tag.
 
     A broker without ACLs (Tansu, a CI container) lets any client touch any topic, so
     the prefix is a convention the kit's helpers keep (`labkit.kafka.unique_topic_name`,
     `consumer_config`): `drop` deletes every topic and consumer group that starts with it.
+
+    The tag is in the marker's name (``<tenant>.labkit-tenant.<tag, base64url>``), not in
+    a record: reading a record takes a consumer, and a librdkafka consumer assigned a topic
+    that another process deletes crashes its own process (SIGSEGV, librdkafka 2.16 on
+    Tansu). The `labkit up` daemon's sweep read markers while tenants dropped theirs at
+    exit, and died of it. Listing topics takes no consumer.
     """
+
+    MARKER = "labkit-tenant."
 
     def __init__(self, url: str) -> None:
         self.admin = _admin_endpoint("kafka", url)
@@ -799,8 +807,21 @@ class KafkaTenants:
     def prefix(name: str) -> str:
         return validate_tenant_name(name) + "."
 
-    def _marker(self, name: str) -> str:
-        return self.prefix(name) + "labkit-tenant"
+    def _marker(self, name: str, owner: TenantOwner) -> str:
+        encoded = base64.urlsafe_b64encode(owner.tag.encode()).decode().rstrip("=")
+        return self.prefix(name) + self.MARKER + encoded
+
+    def _tag(self, name: str, marker: str) -> str | None:
+        """The owner tag a marker topic's name holds (None if it holds none)."""
+        encoded = marker.removeprefix(self.prefix(name) + self.MARKER)
+        try:
+            return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def _topics(self, admin: Any, prefix: str) -> list[str]:
+        return [topic for topic in admin.list_topics(timeout=10).topics
+                if topic.startswith(prefix)]
 
     def check(self) -> None:
         if not _kafka.broker_answers(self.admin.bootstrap_servers):
@@ -808,57 +829,29 @@ class KafkaTenants:
                               f"({ADMIN_ENV['kafka']}) did not answer a metadata request")
 
     def create(self, name: str, owner: TenantOwner) -> Endpoint:
-        from confluent_kafka import Producer
         from confluent_kafka.admin import NewTopic
 
-        marker = self._marker(name)
         admin = self._admin_client()
+        taken = self._topics(admin, self.prefix(name))
+        if taken:
+            raise TenantError(f"kafka: tenant {name}'s prefix is in use ({taken[0]}): pick "
+                              "another tenant name, or pass none")
+        marker = self._marker(name, owner)
         try:
             admin.create_topics([NewTopic(marker, 1, 1)])[marker].result(10)
         except Exception as exc:  # noqa: BLE001 (KafkaException: it exists, or no broker)
             raise TenantError(f"kafka: cannot make tenant {name}'s marker topic {marker} "
                               f"({exc}): pick another tenant name, or pass none") from None
-        producer = Producer({**self._config(), "message.timeout.ms": 10_000})
-        failures: list[object] = []
-        producer.produce(marker, owner.tag.encode(),
-                         on_delivery=lambda error, _: failures.append(error) if error else None)
-        if producer.flush(15) or failures:
-            raise TenantError(f"kafka: tenant {name}'s owner tag was not written to {marker}: "
-                              f"{failures or 'no answer'}")
         return Endpoint(service="kafka", backend="tenant", url=self.admin.url,
                         host=self.admin.host, port=self.admin.port, origin=f"tenant {name}",
-                        extra={"bootstrap_servers": self.admin.bootstrap_servers,
-                               "topic_prefix": self.prefix(name)})
-
-    def _tags(self, markers: list[str]) -> dict[str, str]:
-        """The owner tag recorded in each marker topic (read from its first record)."""
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        if not markers:
-            return {}
-        consumer = Consumer({**self._config(), "group.id": "labkit-tenant-reader",
-                             "enable.auto.commit": False})
-        tags: dict[str, str] = {}
-        try:
-            consumer.assign([TopicPartition(marker, 0, OFFSET_BEGINNING) for marker in markers])
-            deadline = time.monotonic() + 10
-            while len(tags) < len(markers) and time.monotonic() < deadline:
-                record = consumer.poll(0.2)
-                value = record.value() if record is not None and not record.error() else None
-                if record is not None and value:
-                    tags.setdefault(record.topic() or "", value.decode())
-        finally:
-            consumer.close()
-        return tags
+                        extra={**self.admin.extra, "topic_prefix": self.prefix(name)})
 
     def drop(self, name: str, owner: TenantOwner) -> None:
         prefix = self.prefix(name)
         admin = self._admin_client()
-        topics = [topic for topic in admin.list_topics(timeout=10).topics
-                  if topic.startswith(prefix)]
-        if self._marker(name) in topics:
-            _refuse_foreign("kafka", "prefix", prefix,
-                            self._tags([self._marker(name)]).get(self._marker(name)), owner)
+        topics = self._topics(admin, prefix)
+        for marker in (topic for topic in topics if topic.startswith(prefix + self.MARKER)):
+            _refuse_foreign("kafka", "prefix", prefix, self._tag(name, marker), owner)
         groups = [group.group_id for group in
                   admin.list_consumer_groups().result(10).valid
                   if group.group_id.startswith(prefix)]
@@ -870,14 +863,13 @@ class KafkaTenants:
                 future.result(10)
 
     def owners(self) -> dict[str, TenantOwner]:
-        topics = self._admin_client().list_topics(timeout=10).topics
-        markers = [topic for topic in topics
-                   if re.fullmatch(r"lkt_[a-z0-9]{4,30}\.labkit-tenant", topic)]
+        marker = re.compile(rf"(lkt_[a-z0-9]{{4,30}})\.{re.escape(self.MARKER)}[A-Za-z0-9_-]+")
         found = {}
-        for marker, tag in self._tags(markers).items():
-            owner = TenantOwner.from_tag(tag)
-            if owner is not None:
-                found[marker.split(".")[0]] = owner
+        for topic in self._admin_client().list_topics(timeout=10).topics:
+            matched = marker.fullmatch(topic)
+            owner = TenantOwner.from_tag(self._tag(matched[1], topic)) if matched else None
+            if matched and owner is not None:
+                found[matched[1]] = owner
         return found
 
 
