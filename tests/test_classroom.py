@@ -227,12 +227,25 @@ def test_a_server_down_mid_provisioning_leaves_nothing_of_the_learner(admin, tmp
     assert not any(_left_on_servers(admin, tenant_name("rollback", "erin")).values())
 
 
-def test_learner_tenants_survive_the_sweep_and_revoke_leaves_nothing(room, admin):
-    alice = room.provision("alice")
+TRAINER_PROVISIONS = """
+import sys
+from pathlib import Path
+from labkit.classroom import Classroom
+from labkit.services import TenantAdmin
+admin = TenantAdmin(postgres=sys.argv[1], redis=sys.argv[2], rabbitmq=sys.argv[3])
+Classroom(admin, name=sys.argv[4], state_path=Path(sys.argv[5])).provision("alice")
+"""
+
+
+def test_learner_tenants_outlive_the_trainer_and_the_sweep_and_revoke_leaves_nothing(
+        room, admin):
+    # the trainer's command provisions, then exits: its tenants are not a dead owner's
+    subprocess.run([sys.executable, "-c", TRAINER_PROVISIONS, admin.postgres or "",
+                    admin.redis or "", admin.rabbitmq or "", room.name, str(room.state_path)],
+                   check=True, timeout=TIMEOUT)
+    alice = room.learner("alice")
     with redis_lib.Redis.from_url(alice.env["LABKIT_REDIS_URL"]) as client:
         client.set(f"{alice.tenant}:left", "behind?")
-    # the trainer's process is alive here, so make the sweep's test hard: a room's
-    # tenants must survive it whoever made them
     assert alice.tenant not in services.sweep_tenants(admin)
     left = _left_on_servers(admin, alice.tenant)
     assert all(left.values()), left
