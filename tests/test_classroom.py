@@ -251,6 +251,11 @@ def test_learner_tenants_outlive_the_trainer_and_the_sweep_and_revoke_leaves_not
     assert all(left.values()), left
     owner, _ = services.list_tenants(admin)[alice.tenant]
     assert owner == services.TenantOwner.classroom(room.name) and owner.alive
+    # gone behind the room's back (a server reset): status says so, per service
+    services.drop_tenant(alice.tenant, owner, admin, ("rabbitmq",))
+    (status,) = room.status()
+    assert status.services["postgres"] == "ok" and status.services["redis"] == "ok"
+    assert status.services["rabbitmq"] != "ok" and not status.healthy
     room.revoke("alice")
     left = _left_on_servers(admin, alice.tenant)
     assert not any(left.values()), left
