@@ -37,6 +37,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import psutil
@@ -192,7 +193,12 @@ def main() -> None:
                         "(default: every lesson)")
     parser.add_argument("--solutions", choices=("run", "hide"), default="run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--table", type=Path, metavar="JSON",
+                        help="only print the room table from figures a run wrote (--json)")
     args = parser.parse_args()
+    if args.table:
+        room_table(json.loads(args.table.read_text()))
+        return
     prefixes = [p for p in args.lessons.split(",") if p]
     lessons = [path for path in sorted((ROOT / "notebooks").glob("*.ipynb"))
                if not prefixes or any(path.name.startswith(p) for p in prefixes)]
@@ -235,14 +241,11 @@ def main() -> None:
         for handle in handles.values():
             handle.stop()
 
-    heaviest = max(runs, key=lambda r: r.peak_uss)
-    lab_uss = lab[1] if lab else 0.0
-    per_learner = heaviest.peak_uss + lab_uss + max(share, 0.0)
-    busiest = max(runs, key=lambda r: r.cpu / r.seconds)
-    # a learner running a cell of the busiest lesson uses its average core share
-    cores_each = busiest.cpu / busiest.seconds + server_cores
-    by_memory = int((SERVER_GB - RESERVED_GB) * 1000 / per_learner)
-    by_cpu = int(SERVER_CORES * CPU_HEADROOM / (cores_each * BUSY_SHARE))
+    figures = {"runs": [run.__dict__ for run in runs], "server_share_mb": max(share, 0.0),
+               "server_cores": server_cores, "database_mb": disk,
+               "jupyterlab_idle_mb": lab[1] if lab else 0.0}
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
     print()
     print(f"learner's share of the servers: {share:.0f} MB USS at the peak of the lessons "
           f"over idle, {server_cores:.2f} core on average while they ran, database "
@@ -250,25 +253,36 @@ def main() -> None:
     if lab:
         print(f"idle JupyterLab (the learner's single-user server): {lab[0]:.0f} MB RSS, "
               f"{lab[1]:.0f} MB USS")
-    print(f"median kernel peak USS {statistics.median(r.peak_uss for r in runs):.0f} MB; "
-          f"heaviest {heaviest.lesson} {heaviest.peak_uss:.0f} MB; busiest CPU "
-          f"{busiest.lesson} {cores_each:.2f} core while it runs (kernel and servers)")
+    print(f"median kernel peak USS {statistics.median(r.peak_uss for r in runs):.0f} MB")
     print()
-    print(f"room table ({SERVER_CORES} cores, {SERVER_GB} GB; assumptions: {RESERVED_GB:.0f} GB "
-          f"kept for the OS, hub and servers' caches; every learner at the heaviest lesson "
-          f"at once; {BUSY_SHARE:.0%} of learners running a cell at the same instant, using "
-          f"up to {CPU_HEADROOM:.0%} of the cores):")
-    print(f"  memory: {per_learner:.0f} MB per learner (kernel {heaviest.peak_uss:.0f} + "
-          f"JupyterLab {lab_uss:.0f} + servers {max(share, 0):.0f}) -> {by_memory} learners")
-    print(f"  CPU:    {cores_each:.2f} core per running learner -> {by_cpu} learners")
-    print(f"  a {SERVER_CORES}-core {SERVER_GB} GB server holds {min(by_memory, by_cpu)} "
-          f"learners working at once ({'memory' if by_memory <= by_cpu else 'CPU'} bound)")
-    if args.json:
-        args.json.write_text(json.dumps({
-            "runs": [run.__dict__ for run in runs], "server_share_mb": share,
-            "database_mb": disk, "server_cores": server_cores, "jupyterlab_idle_mb": lab, "per_learner_mb": per_learner,
-            "by_memory": by_memory, "by_cpu": by_cpu}, indent=1))
+    room_table(figures)
 
+
+def room_table(figures: dict[str, Any]) -> None:
+    """How many learners a server holds, per lesson and through the whole course."""
+    available = (SERVER_GB - RESERVED_GB) * 1000
+    print(f"room table: a {SERVER_CORES}-core {SERVER_GB} GB server. Assumed: {RESERVED_GB:.0f} "
+          f"GB kept for the OS, the hub and the servers' caches; every learner in the same "
+          f"lesson; {BUSY_SHARE:.0%} of them running a cell at the same instant, on at most "
+          f"{CPU_HEADROOM:.0%} of the cores. Per learner: the kernel's peak USS, an idle "
+          f"JupyterLab ({figures['jupyterlab_idle_mb']:.0f} MB), the servers' share "
+          f"({figures['server_share_mb']:.0f} MB, {figures['server_cores']:.2f} core).")
+    print(f"  {'lesson':<26} {'MB/learner':>10} {'core/running':>12} {'by memory':>10} "
+          f"{'by CPU':>7} {'learners':>9}")
+    fewest: dict[str, int] = {}
+    for run in figures["runs"]:
+        megabytes = run["peak_uss"] + figures["jupyterlab_idle_mb"] + figures["server_share_mb"]
+        cores = run["cpu"] / run["seconds"] + figures["server_cores"]
+        by_memory = int(available / megabytes)
+        by_cpu = int(SERVER_CORES * CPU_HEADROOM / (cores * BUSY_SHARE))
+        fewest[run["lesson"]] = min(by_memory, by_cpu)
+        print(f"  {run['lesson']:<26} {megabytes:10.0f} {cores:12.2f} {by_memory:10d} "
+              f"{by_cpu:7d} {fewest[run['lesson']]:9d}")
+    worst = min(fewest, key=lambda lesson: fewest[lesson])
+    others = [n for lesson, n in fewest.items() if lesson != worst]
+    print(f"a {SERVER_CORES}-core {SERVER_GB} GB server holds {fewest[worst]} learners working at "
+          f"once through every lesson (bound by {worst})"
+          + (f"; {min(others)} through every other lesson" if others else ""))
 
 if __name__ == "__main__":
     main()
