@@ -426,3 +426,19 @@ def test_the_classroom_commands_provision_tell_and_revoke(room, admin, tmp_path)
     for name in ("alice", "bob"):
         assert labkit("revoke", name).returncode == 0
         assert not any(_left_on_servers(admin, tenant_name(room.name, name)).values())
+
+
+def test_the_board_knows_each_learner_from_their_token_only(admin, tmp_path):
+    room = Classroom(admin, name="tokens", board_url="http://127.0.0.1:9/board",
+                     state_path=tmp_path / "room.json")
+    try:
+        alice, bob = room.provision_many(["alice", "bob"])
+        assert alice.env["LABKIT_CLASSROOM_URL"] == "http://127.0.0.1:9/board"
+        assert alice.env["LABKIT_CLASSROOM_TOKEN"] != bob.env["LABKIT_CLASSROOM_TOKEN"]
+        assert room.learner_of_token(alice.env["LABKIT_CLASSROOM_TOKEN"]) == "alice"
+        assert room.learner_of_token(bob.env["LABKIT_CLASSROOM_TOKEN"]) == "bob"
+        assert room.learner_of_token(bob.env["LABKIT_CLASSROOM_TOKEN"][:-1]) is None
+        assert room.learner_of_token("") is None
+    finally:
+        for name in ("alice", "bob"):
+            room.revoke(name)
