@@ -442,3 +442,22 @@ def test_the_board_knows_each_learner_from_their_token_only(admin, tmp_path):
     finally:
         for name in ("alice", "bob"):
             room.revoke(name)
+
+
+def test_learners_provisioned_at_once_from_threads_are_all_kept(room):
+    """A hub spawns learners' servers concurrently; each spawn provisions."""
+    names = ["ann", "ben", "cat", "ann"]  # ann twice: two spawns of the same learner
+    made: dict[int, Learner] = {}
+
+    def spawn(index: int) -> None:
+        made[index] = room.provision(names[index])
+
+    threads = [threading.Thread(target=spawn, args=(index,)) for index in range(len(names))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert sorted(made) == [0, 1, 2, 3]
+    assert made[0] == made[3]
+    assert [learner.name for learner in room.learners()] == ["ann", "ben", "cat"]
+    assert all(status.healthy for status in room.status())
