@@ -25,6 +25,8 @@ Where servers are shared (a workshop server, a CI service container), `create_te
 makes an isolated slice of them from admin URLs (LABKIT_<SERVICE>_ADMIN_URL): a
 database and role, a vhost and user, a Redis ACL user confined to a key prefix; its
 endpoints are ordinary `Endpoint`s, and `sweep_tenants` drops dead owners' tenants.
+A learner who ran `labkit join` (see `labkit.classroom`) has their room's URLs in the
+state dir: importing this package puts them in the environment, under any set by hand.
 
 Inside: one module per service (``_postgres``, ``_redis``, ``_rabbitmq``, ``_aws``, ``_kafka``),
 one per backend (``_docker``, ``_local``, ``_external``), ``_registry`` listing both,
@@ -94,10 +96,15 @@ from labkit.services._runtime import (
 )
 from labkit.services._state import (
     STATE_ENV,
+    apply_joined,
+    forget_joined,
     project_root,
+    read_joined,
     read_up_state,
     state_dir,
     up_file,
+    write_joined,
+    write_private,
     write_up_state,
 )
 from labkit.services._tenants import (
@@ -110,6 +117,7 @@ from labkit.services._tenants import (
     check_admin,
     clear_tenant_keys,
     create_tenant,
+    drop_tenant,
     list_tenants,
     live_tenants,
     private_per_tenant,
@@ -147,9 +155,11 @@ __all__ = [
     "current_owner",
     "docker_client",
     "docker_host",
+    "drop_tenant",
     "engine_answers",
     "environ",
     "export",
+    "forget_joined",
     "free_port",
     "get",
     "given",
@@ -171,6 +181,7 @@ __all__ = [
     "project_root",
     "publish_on_loopback",
     "random_secret",
+    "read_joined",
     "read_up_state",
     "reaper_of",
     "redact",
@@ -189,5 +200,10 @@ __all__ = [
     "validate_tenant_name",
     "watch_containers",
     "why_no_containers",
+    "write_joined",
+    "write_private",
     "write_up_state",
 ]
+
+# A room this project joined (`labkit join`) names its servers before anything asks.
+apply_joined()

@@ -1,7 +1,8 @@
 """Where labkit keeps its state: per project, readable by its owner only.
 
-State is what `labkit up` writes (``up.json``: the daemon and its URLs) and what local
-servers record for the sweep (``instances/``). It lives in LABKIT_STATE_DIR when set,
+State is what `labkit up` writes (``up.json``: the daemon and its URLs), what local
+servers record for the sweep (``instances/``), the room a learner joined
+(``joined.json``) and a trainer's rooms (``classroom/``). It lives in LABKIT_STATE_DIR when set,
 else in ``.labkit/`` at the root of the project the working directory is in (the
 nearest ancestor holding ``pyproject.toml`` or ``.git``), so `labkit up` in one
 checkout never redirects the notebooks or tests of another. Outside any project it
@@ -22,6 +23,7 @@ from labkit.services._base import owner_alive
 STATE_ENV = "LABKIT_STATE_DIR"
 PROJECT_MARKERS = ("pyproject.toml", ".git")
 PROJECT_STATE = ".labkit"
+JOINED = "joined.json"  # the room a learner joined (`labkit join`)
 
 
 def project_root(start: Path | None = None) -> Path | None:
@@ -33,18 +35,21 @@ def project_root(start: Path | None = None) -> Path | None:
     return None
 
 
-def state_dir() -> Path:
-    """This project's state directory, created private (0700) on first use."""
+def state_path() -> Path:
+    """Where this project's state directory is, made or not."""
     explicit = os.environ.get(STATE_ENV)
     if explicit:
-        path = Path(explicit)
-    else:
-        root = project_root()
-        if root is not None:
-            path = root / PROJECT_STATE
-        else:
-            key = hashlib.sha256(str(Path.cwd().resolve()).encode()).hexdigest()[:16]
-            path = Path.home() / ".cache" / "labkit" / "dirs" / key
+        return Path(explicit)
+    root = project_root()
+    if root is not None:
+        return root / PROJECT_STATE
+    key = hashlib.sha256(str(Path.cwd().resolve()).encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "labkit" / "dirs" / key
+
+
+def state_dir() -> Path:
+    """This project's state directory, created private (0700) on first use."""
+    path = state_path()
     _private_dir(path)
     ignore = path / ".gitignore"
     if path.name == PROJECT_STATE and not ignore.exists():
@@ -120,3 +125,36 @@ def up_private() -> list[str]:
     """Services of which `labkit up` gives each process a private server (Redis)."""
     state = read_up_state()
     return list(state.get("private", [])) if state else []
+
+
+def write_joined(room: str, learner: str, env: dict[str, str]) -> None:
+    """Record the room this project joined (`labkit join`): the learner's own URLs and
+    board token, 0600. Every labkit process of the project then uses them."""
+    write_private(state_dir() / JOINED, json.dumps({"room": room, "learner": learner, "env": env}))
+
+
+def read_joined() -> dict[str, Any] | None:
+    """The room this project joined ({"room", "learner", "env"}), or None."""
+    try:
+        # state_path, not state_dir: reading creates no directory where nothing was joined
+        joined: dict[str, Any] = json.loads((state_path() / JOINED).read_text())
+    except (OSError, ValueError):
+        return None
+    return joined
+
+
+def forget_joined() -> bool:
+    """Forget the room this project joined (`labkit join --leave`); True if there was one."""
+    path = state_path() / JOINED
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+
+
+def apply_joined() -> None:
+    """Put a joined room's variables into this process's environment, under those set
+    explicitly: a kernel of a learner who ran `labkit join` uses the room's servers as
+    their own, with no setting, and one variable set by hand still wins."""
+    joined = read_joined()
+    for variable, value in (joined or {}).get("env", {}).items():
+        os.environ.setdefault(variable, value)
