@@ -1,4 +1,5 @@
-"""`labkit doctor | up | status | down | env | lessons | shop serve`: the kit's command line.
+"""`labkit doctor | up | status | down | env | lessons | classroom | join | shop serve`: the
+kit's command line.
 
 `labkit up` keeps services running for this project (see `labkit.services.state_dir`),
 and every kernel and pytest run of the project becomes a tenant of them (a database
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from labkit import lessons, services
+from labkit import classroom, lessons, services
 from labkit.services import (
     STATE_ENV,
     free_port,
@@ -280,6 +281,13 @@ def _sweep(admin: dict[str, str]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    room = classroom.joined()
+    if room:
+        services_of = sorted({variable.split("_")[1].lower() for variable in room["env"]
+                              if variable.endswith("_BACKEND")})
+        print(f"joined room {room['room']} as {room['learner']} (`labkit join`): kernels and "
+              f"tests of this project use its {', '.join(services_of)}; "
+              "`labkit join --leave` forgets it")
     state = read_up_state()
     if state:
         print(f"labkit up session (pid {state['pid']}, state in {state_dir()}); "
@@ -441,6 +449,57 @@ def _print_lessons(found: list[lessons.Lesson], work: Path) -> None:
         print(f"{lesson.name:<{width}}  {labels[lesson.state]}{note}")
 
 
+def cmd_classroom(args: argparse.Namespace) -> int:
+    """The trainer's commands: learners as tenants of the room's servers."""
+    room = classroom.Classroom.from_env(args.room)
+    if args.classroom_command == "provision":
+        if bool(args.names) == bool(args.roster):
+            print("labkit: name the learners, or give --roster FILE (one of them)",
+                  file=sys.stderr)
+            return 2
+        made = (room.provision_roster(args.roster) if args.roster
+                else room.provision_many(args.names))
+        print(f"room {room.name}: {len(made)} learner(s) on {', '.join(room.services)}")
+        for learner in made:
+            token = f"  {classroom.join_token(room.name, learner)}" if args.tokens else ""
+            print(f"  {learner.name:<20} {learner.tenant}{token}")
+    elif args.classroom_command == "token":
+        print(classroom.join_token(room.name, room.learner(args.name)))
+    elif args.classroom_command == "revoke":
+        for name in args.names:
+            room.revoke(name)
+            print(f"revoked {name}: their tenant is gone from {', '.join(room.services)}")
+    else:
+        statuses = room.status()
+        print(f"room {room.name}: {len(statuses)} learner(s)")
+        columns = room.services
+        print(f"  {'learner':<20} {'tenant':<28} {'created':<26} " + " ".join(
+            f"{service:<9}" for service in columns))
+        for status in statuses:
+            print(f"  {status.name:<20} {status.tenant:<28} {status.created:<26} " + " ".join(
+                f"{'ok' if status.services[s] == 'ok' else 'DOWN':<9}" for s in columns) + " ")
+            for service, problem in status.services.items():
+                if problem != "ok":
+                    print(f"      {service}: {problem}")
+    return 0
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    """A learner's laptop joins a room's shared servers with the token the trainer gave."""
+    if args.leave:
+        print("left the room: this project's kernels use their own servers again"
+              if classroom.leave() else "no room was joined")
+        return 0
+    if not args.token:
+        print("labkit: give the token (or URL) the trainer gave you: labkit join TOKEN",
+              file=sys.stderr)
+        return 2
+    joined = classroom.save_join(args.token)
+    print(f"joined room {joined['room']} as {joined['learner']}: kernels and tests started "
+          f"in this project from now on use the room's servers (`labkit status` shows it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -483,12 +542,40 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("name", nargs="?", metavar="NAME",
                        help="the lesson, e.g. 03a_api_requests or 03a; 03 is every part of lesson 03")
     reset.add_argument("--all", action="store_true", help="restore every lesson")
+    room = sub.add_parser(
+        "classroom", help="the trainer's commands: learners as tenants of the room's servers",
+        description="Learners as tenants of the room's shared servers (admin URLs from "
+        "LABKIT_*_ADMIN_URL, else `labkit up`). Each learner gets their own database, vhost "
+        "and Redis namespace; a join token carries only their own credentials.",
+    ).add_subparsers(dest="classroom_command", required=True)
+    for name, helptext in (("provision", "make learners (again: nothing changes for them)"),
+                           ("revoke", "drop learners' tenants on every server"),
+                           ("status", "each learner's services, tried with their credentials"),
+                           ("token", "print a learner's join token (`labkit join TOKEN`)")):
+        command = room.add_parser(name, help=helptext)
+        command.add_argument("--room", help="the room's name (default: LABKIT_CLASSROOM_ROOM, "
+                             "else 'room')")
+        if name == "provision":
+            command.add_argument("names", nargs="*", metavar="NAME")
+            command.add_argument("--roster", metavar="FILE",
+                                 help="one learner per line, '#' comments")
+            command.add_argument("--tokens", action="store_true",
+                                 help="print each learner's join token")
+        elif name == "revoke":
+            command.add_argument("names", nargs="+", metavar="NAME")
+        elif name == "token":
+            command.add_argument("name", metavar="NAME")
+    join = sub.add_parser("join", help="use a room's shared servers as a learner (the "
+                          "token or URL the trainer gave you)")
+    join.add_argument("token", nargs="?", metavar="TOKEN-OR-URL")
+    join.add_argument("--leave", action="store_true", help="forget the room joined")
     return parser
 
 
 COMMANDS = {
     "doctor": cmd_doctor, "up": cmd_up, "_hold": cmd_hold, "status": cmd_status,
     "down": cmd_down, "env": cmd_env, "shop": cmd_shop_serve, "lessons": cmd_lessons,
+    "classroom": cmd_classroom, "join": cmd_join,
 }
 
 

@@ -59,9 +59,13 @@ import io
 import os
 import re
 import textwrap
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+from labkit.classroom import reporting
 
 BEGIN, END, STUB = "# BEGIN SOLUTION", "# END SOLUTION", "# STUB"
 STUB_LINE = 'raise NotImplementedError("your code here")'
@@ -217,6 +221,7 @@ def check_magic(line: str, cell: str) -> None:
     import ipytest
 
     name = line.strip() or "exercise"
+    started = time.monotonic()
     ipytest.clean()
     if not _shell().run_cell(cell).success:
         raise ExerciseNotSolved(f"'{name}' could not be checked: its cell raised the error above")
@@ -231,6 +236,7 @@ def check_magic(line: str, cell: str) -> None:
         )
     if code == 0 and outcome.passed:
         print(f"✅ '{name}' solved: {outcome.passed} check(s) passed.")
+        _tell_the_board(name, "solved", started)
         return
     if code == 0 and outcome.skip_reasons:
         reasons = "; ".join(dict.fromkeys(outcome.skip_reasons))
@@ -238,6 +244,7 @@ def check_magic(line: str, cell: str) -> None:
         return
     if outcome.not_attempted and not solutions_run():
         print(f"⏳ '{name}' not attempted yet: {outcome.what_is_left}.")
+        _tell_the_board(name, "not attempted", started)
         return
     if not (outcome.passed or outcome.failed):
         print(pytest_report.getvalue())
@@ -247,10 +254,28 @@ def check_magic(line: str, cell: str) -> None:
     failed = len({r.nodeid for r in outcome.failed})
     summary = f"'{name}' is not solved yet: {failed} of {outcome.tests} check(s) failed."
     report = failure_report(f"❌ {summary}", outcome.failed, hint_of(cell))
+    _tell_the_board(name, "wrong", started)
     if solutions_run():  # CI: nbmake's log shows a cell's error, not what it printed
         raise ExerciseNotSolved(summary, report)
     print(report)
     raise ExerciseNotSolved(f"{summary} What failed is above.")
+
+
+def _tell_the_board(exercise: str, outcome: str, started: float) -> None:
+    """Report a check's outcome to the trainer's board, where the learner is in a room
+    (LABKIT_CLASSROOM_URL and _TOKEN set): one calm line if the board did not take it,
+    never an error, since the learner's work is unaffected."""
+    problem = reporting.report(current_lesson(), exercise, outcome,
+                               seconds=round(time.monotonic() - started, 3))
+    if problem:
+        print(f"ℹ️ {problem}.")
+
+
+def current_lesson() -> str:
+    """The running notebook's name (02a_orders.ipynb → 02a_orders), as Jupyter gives it
+    to the kernel (JPY_SESSION_NAME); "unknown" where a kernel runs outside Jupyter."""
+    session = os.environ.get("JPY_SESSION_NAME") or _shell().user_ns.get("__session__") or ""
+    return Path(str(session)).stem or "unknown"
 
 
 def hint_of(cell: str) -> str:

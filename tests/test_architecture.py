@@ -6,7 +6,9 @@ labkit is three products in one namespace, kept apart by these rules:
     shop/testing/  ──►  kit, shop   the one place that joins the demo shop to the kit
     bench          ──►  kit         load/, plots, isolation, load_demo: never the plugin
     kit            ──►  kit         services/, plugin, plugin_aws, notebook, exercises, lessons, sql,
-                                    waiting, cli
+                                    waiting, classroom/reporting (the stdlib client checks call)
+    classroom      ──►  kit         learners as tenants, their progress: never the plugin
+    cli            ──►  kit, classroom   the command line over both
     shop, subjects ──►  themselves  standalone applications: they know nothing of the kit
 
 The rules read every import in the source (module level, in functions, under
@@ -37,6 +39,9 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("labkit.load", "bench"),
     ("labkit.plots", "bench"),
     ("labkit.isolation", "bench"),
+    ("labkit.classroom.reporting", "kit"),
+    ("labkit.classroom", "classroom"),
+    ("labkit.cli", "cli"),
     ("labkit", "kit"),
 )
 # What each layer may import from labkit.
@@ -46,9 +51,13 @@ ALLOWED: dict[str, set[str]] = {
     "subjects": {"subjects"},
     "shop": {"shop"},
     "shop-testing": {"kit", "shop", "shop-testing"},
+    "classroom": {"kit", "classroom"},
+    "cli": {"kit", "classroom"},
 }
 # The bench measures the kit's services; it never runs as, or through, a pytest plugin.
-FORBIDDEN_MODULES: dict[str, set[str]] = {"bench": {"labkit.plugin", "labkit.plugin_aws"}}
+# A classroom provisions tenants and records progress; it runs no tests itself.
+FORBIDDEN_MODULES: dict[str, set[str]] = {"bench": {"labkit.plugin", "labkit.plugin_aws"},
+                                          "classroom": {"labkit.plugin", "labkit.plugin_aws"}}
 
 
 def layer_of(module: str) -> str:

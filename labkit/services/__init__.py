@@ -93,10 +93,14 @@ from labkit.services._runtime import (
 )
 from labkit.services._state import (
     STATE_ENV,
+    apply_joined,
     project_root,
+    read_joined,
     read_up_state,
     state_dir,
     up_file,
+    write_joined,
+    write_private,
     write_up_state,
 )
 from labkit.services._tenants import (
@@ -109,6 +113,7 @@ from labkit.services._tenants import (
     check_admin,
     clear_tenant_keys,
     create_tenant,
+    drop_tenant,
     list_tenants,
     live_tenants,
     private_per_tenant,
@@ -146,6 +151,7 @@ __all__ = [
     "current_owner",
     "docker_client",
     "docker_host",
+    "drop_tenant",
     "engine_answers",
     "environ",
     "export",
@@ -169,6 +175,7 @@ __all__ = [
     "project_root",
     "publish_on_loopback",
     "random_secret",
+    "read_joined",
     "read_up_state",
     "reaper_of",
     "redact",
@@ -187,5 +194,10 @@ __all__ = [
     "validate_tenant_name",
     "watch_containers",
     "why_no_containers",
+    "write_joined",
+    "write_private",
     "write_up_state",
 ]
+
+# A room this project joined (`labkit join`) names its servers before anything asks.
+apply_joined()

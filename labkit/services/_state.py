@@ -33,18 +33,21 @@ def project_root(start: Path | None = None) -> Path | None:
     return None
 
 
-def state_dir() -> Path:
-    """This project's state directory, created private (0700) on first use."""
+def state_path() -> Path:
+    """Where this project's state directory is, made or not."""
     explicit = os.environ.get(STATE_ENV)
     if explicit:
-        path = Path(explicit)
-    else:
-        root = project_root()
-        if root is not None:
-            path = root / PROJECT_STATE
-        else:
-            key = hashlib.sha256(str(Path.cwd().resolve()).encode()).hexdigest()[:16]
-            path = Path.home() / ".cache" / "labkit" / "dirs" / key
+        return Path(explicit)
+    root = project_root()
+    if root is not None:
+        return root / PROJECT_STATE
+    key = hashlib.sha256(str(Path.cwd().resolve()).encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "labkit" / "dirs" / key
+
+
+def state_dir() -> Path:
+    """This project's state directory, created private (0700) on first use."""
+    path = state_path()
     _private_dir(path)
     ignore = path / ".gitignore"
     if path.name == PROJECT_STATE and not ignore.exists():
@@ -120,3 +123,31 @@ def up_private() -> list[str]:
     """Services of which `labkit up` gives each process a private server (Redis)."""
     state = read_up_state()
     return list(state.get("private", [])) if state else []
+
+
+def joined_file() -> Path:
+    return state_dir() / "joined.json"
+
+
+def write_joined(room: str, learner: str, env: dict[str, str]) -> None:
+    """Record the room this project joined (`labkit join`): the learner's own URLs and
+    board token, 0600. Every labkit process of the project then uses them."""
+    write_private(joined_file(), json.dumps({"room": room, "learner": learner, "env": env}))
+
+
+def read_joined() -> dict[str, Any] | None:
+    """The room this project joined ({"room", "learner", "env"}), or None."""
+    try:
+        joined: dict[str, Any] = json.loads((state_path() / "joined.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return joined
+
+
+def apply_joined() -> None:
+    """Put a joined room's variables into this process's environment, under those set
+    explicitly: a kernel of a learner who ran `labkit join` uses the room's servers as
+    their own, with no setting, and one variable set by hand still wins."""
+    joined = read_joined()
+    for variable, value in (joined or {}).get("env", {}).items():
+        os.environ.setdefault(variable, value)

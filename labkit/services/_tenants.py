@@ -111,20 +111,30 @@ def new_tenant_name() -> str:
 
 @dataclass(frozen=True)
 class TenantOwner:
-    """The process a tenant belongs to: it lives as long as this process does."""
+    """Who a tenant belongs to: a process (it lives as long as that process does), or a
+    classroom (`room`), whose learners' tenants outlive the trainer's process and go
+    only when the trainer revokes them."""
 
     pid: int
     started: float
     host: str
+    room: str = ""
 
     @classmethod
     def current(cls) -> TenantOwner:
         me = current_owner()
         return cls(pid=me.pid, started=me.started, host=socket.gethostname())
 
+    @classmethod
+    def classroom(cls, room: str) -> TenantOwner:
+        """The owner of a classroom's learners' tenants: the same in every process."""
+        return cls(pid=0, started=0.0, host="", room=room)
+
     @property
     def tag(self) -> str:
         """What every object of the tenant carries (a comment, a description, a hash)."""
+        if self.room:
+            return f"{TAG} {json.dumps({'classroom': self.room})}"
         owner = {"pid": self.pid, "started": self.started, "host": self.host}
         return f"{TAG} {json.dumps(owner, sort_keys=True)}"
 
@@ -135,6 +145,8 @@ class TenantOwner:
             return None
         try:
             fields = json.loads(tag[len(TAG) + 1:])
+            if "classroom" in fields:
+                return cls.classroom(str(fields["classroom"]))
             return cls(pid=int(fields["pid"]), started=float(fields["started"]),
                        host=str(fields["host"]))
         except (ValueError, KeyError, TypeError):
@@ -142,9 +154,10 @@ class TenantOwner:
 
     @property
     def alive(self) -> bool:
-        """Whether the owner still runs. Another host's owners are taken as alive: this
-        machine cannot see their processes, so it never sweeps their tenants."""
-        if self.host != socket.gethostname():
+        """Whether the owner still runs. A classroom always does (its trainer revokes its
+        tenants); another host's owners are taken as alive: this machine cannot see their
+        processes, so it never sweeps their tenants."""
+        if self.room or self.host != socket.gethostname():
             return True
         return owner_alive(self.pid, self.started)
 
@@ -909,13 +922,16 @@ def check_admin(admin: AdminLike = None, services: tuple[str, ...] | None = None
 
 
 def create_tenant(admin: AdminLike = None, name: str | None = None,
-                  services: tuple[str, ...] | None = None) -> Tenant:
+                  services: tuple[str, ...] | None = None,
+                  owner: TenantOwner | None = None) -> Tenant:
     """A new tenant on the servers in `admin` (LABKIT_*_ADMIN_URL by default).
 
     `services` limits it to some (default: every service with an admin URL); `name`
     must pass `validate_tenant_name` (default: generated). Admin rights are checked once
     per server and process, before anything is made. If any service fails, what was
-    made is dropped again.
+    made is dropped again. `owner` defaults to this process; a classroom's owner
+    (`TenantOwner.classroom`) makes a tenant that outlives this process: it is not
+    dropped at exit nor swept, only by `drop_tenant`.
     """
     tenant_name = validate_tenant_name(name) if name is not None else new_tenant_name()
     resolved = _admin(admin)
@@ -925,7 +941,7 @@ def create_tenant(admin: AdminLike = None, name: str | None = None,
         if key not in _CHECKED:
             provider.check()
             _CHECKED.add(key)
-    tenant = Tenant(name=tenant_name, owner=TenantOwner.current())
+    tenant = Tenant(name=tenant_name, owner=owner or TenantOwner.current())
     try:
         for service, provider in providers.items():
             tenant.endpoints[service] = provider.create(tenant_name, tenant.owner)
@@ -936,9 +952,26 @@ def create_tenant(admin: AdminLike = None, name: str | None = None,
         except TenantError:
             pass  # the error that stopped the create is the one to report
         raise
-    with _LIVE_LOCK:
-        _LIVE[tenant_name] = tenant
+    if not tenant.owner.room:
+        with _LIVE_LOCK:
+            _LIVE[tenant_name] = tenant
     return tenant
+
+
+def drop_tenant(name: str, owner: TenantOwner, admin: AdminLike = None,
+                services: tuple[str, ...] | None = None) -> None:
+    """Drop tenant `name` of `owner` from another process than the one that made it (a
+    classroom's learner, revoked). Objects tagged for another owner are refused; every
+    service is tried, then every failure reported."""
+    validate_tenant_name(name)
+    errors = []
+    for service, provider in _providers_for(_admin(admin), services).items():
+        try:
+            provider.drop(name, owner)
+        except Exception as exc:  # noqa: BLE001 (drop the rest, then report every failure)
+            errors.append(f"{service}: {exc}")
+    if errors:
+        raise TenantError(f"tenant {name} was not fully dropped: " + "; ".join(errors))
 
 
 def drop_live_tenants() -> None:
