@@ -13,6 +13,7 @@ learner highlighted (screenshot in out/classroom/), and nothing left when it is 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -173,10 +174,13 @@ def _stop_all(hub: Hub, folder: Path) -> None:
         hub.process.wait(TIMEOUT)
     except subprocess.TimeoutExpired:
         hub.process.kill()
-    left = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    for process in left:
-        process.kill()
-    assert not left, f"still running after the hub stopped: {[p.cmdline()[:3] for p in left]}"
+    left = {}
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+            if _running(process):
+                left[process.pid] = " ".join(process.cmdline()[:4])
+                process.kill()
+    assert not left, f"still running after the hub stopped: {left}"
     room = _room(hub)
     tenants = [learner.tenant for learner in room.learners()]
     for learner in room.learners():
@@ -188,6 +192,13 @@ def _stop_all(hub: Hub, folder: Path) -> None:
     with redis_lib.Redis.from_url(hub.env["LABKIT_REDIS_ADMIN_URL"]) as admin_redis:
         redis_users = {u if isinstance(u, str) else u.decode() for u in admin_redis.acl_users()}
     assert not set(tenants) & (databases | roles | redis_users), "a revoked tenant is left"
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
 
 
 def _room(hub: Hub) -> Classroom:
