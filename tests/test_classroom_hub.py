@@ -138,8 +138,10 @@ c.JupyterHub.load_roles.append({{"name": "driver", "services": ["driver"], "scop
     process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config)],
                                cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
     hub = Hub(f"http://127.0.0.1:{port}", token, process, env)
+    started = time.monotonic()
     try:
         _wait(lambda: _answers(f"{hub.url}/hub/api/"), "the hub to answer", process, folder)
+        print(f"\nhub, proxy and board answered in {time.monotonic() - started:.1f} s")
         yield hub
     finally:
         _stop_all(hub, folder)
@@ -249,12 +251,15 @@ def run_in_kernel(hub: Hub, user: str, token: str, kernel: str, code: str,
 def learners(hub: Hub) -> dict[str, dict[str, str]]:
     """The three learners, their servers spawned, each with a kernel and a user token."""
     assert hub.api("POST", "users", json={"usernames": list(LEARNERS)}).status_code == 201
+    started = time.monotonic()
     for name in LEARNERS:
         response = hub.api("POST", f"users/{name}/server")
         assert response.status_code in (201, 202), response.text
     _wait(lambda: all(hub.api("GET", f"users/{n}").json()["servers"].get("", {}).get("ready")
                       for n in LEARNERS), "the learners' servers", hub.process,
           Path(hub.env["LABKIT_HUB_HOMES"]).parents[1])
+    print(f"{len(LEARNERS)} servers spawned (tenant, lessons copied, server ready) in "
+          f"{time.monotonic() - started:.1f} s")
     made = {}
     for name in LEARNERS:
         token = hub.api("POST", f"users/{name}/tokens", json={"expires_in": 900}).json()["token"]

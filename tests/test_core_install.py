@@ -52,7 +52,8 @@ def test_the_core_install_has_no_extra(core_venv: Path) -> None:
     ).stdout
     installed = {line.split("==")[0].lower() for line in listed.split()}
     assert "labkit" in installed
-    assert not installed & {"pandas", "fastapi", "jupyterlab", "httpx", "locust", "boto3"}
+    assert not installed & {"pandas", "fastapi", "jupyterlab", "httpx", "locust", "boto3",
+                             "jupyterhub"}
 
 
 @pytest.mark.slow
