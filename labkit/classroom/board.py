@@ -189,12 +189,15 @@ def make_app(room: Classroom) -> web.Application:
 
 
 def main() -> None:
-    """Serve on the address the hub gave this service (JUPYTERHUB_SERVICE_URL)."""
+    """Serve on the port the hub gave this service (JUPYTERHUB_SERVICE_URL)."""
     from urllib.parse import urlsplit
 
     url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+    # a loopback address is bound as given; a name (the hub's Kubernetes service) is not an
+    # address of this pod, so every interface is (its network policy says who may come)
+    loopback = url.hostname in ("127.0.0.1", "localhost", "::1")
     server = httpserver.HTTPServer(make_app(Classroom.from_env()))
-    server.listen(url.port or 80, url.hostname or "127.0.0.1")
+    server.listen(url.port or 80, url.hostname if loopback else "0.0.0.0")
     ioloop.IOLoop.current().start()
 
 

@@ -43,10 +43,17 @@ LESSONS_FOLDER = "lessons"
 _BOARD_ENV_PREFIXES = ("LABKIT_",)
 
 
-def home_of(spawner: Any) -> Path:
-    """The learner's home: SimpleLocalProcessSpawner's folder, else their system user's."""
+def home_of(spawner: Any) -> Path | None:
+    """The learner's home where the hub can write it: SimpleLocalProcessSpawner's folder,
+    else their system user's (LocalProcessSpawner); None for servers elsewhere
+    (KubeSpawner, DockerSpawner), whose image or nbgitpuller brings the lessons."""
     home = getattr(spawner, "home_dir", None)
-    return Path(home) if home else Path(pwd.getpwnam(spawner.user.name).pw_dir)
+    if home:
+        return Path(home)
+    try:
+        return Path(pwd.getpwnam(spawner.user.name).pw_dir)
+    except KeyError:
+        return None
 
 
 def copy_lessons(checkout: Path, home: Path) -> list[lessons.Lesson]:
@@ -73,32 +80,30 @@ async def provision_learner(spawner: Any, *, board_url: str) -> None:
     room = Classroom.from_env()
     learner = await asyncio.to_thread(room.provision, name)
     home = home_of(spawner)
-    home.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(copy_lessons, lessons.checkout(Path(__file__)), home)
-    if os.geteuid() == 0 and _system_user(name):  # LocalProcessSpawner: the learner owns it
-        user = pwd.getpwnam(name)
-        for path in (home / LESSONS_FOLDER, *(home / LESSONS_FOLDER).rglob("*")):
-            os.chown(path, user.pw_uid, user.pw_gid)
+    if home is None:
+        spawner.log.info("labkit: %s's server runs elsewhere: its image or nbgitpuller "
+                         "brings the lessons", name)
+    else:
+        home.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(copy_lessons, lessons.checkout(Path(__file__)), home)
+        # LocalProcessSpawner runs the server as the learner's system user: theirs to edit
+        if os.geteuid() == 0 and not getattr(spawner, "home_dir", None):
+            user = pwd.getpwnam(name)
+            for path in (home / LESSONS_FOLDER, *(home / LESSONS_FOLDER).rglob("*")):
+                os.chown(path, user.pw_uid, user.pw_gid)
     spawner.environment.update(learner_environment(learner, board_url, spawner.api_token))
-    spawner.log.info("labkit: %s provisioned as a learner, lessons in %s", name,
-                     home / LESSONS_FOLDER)
-
-
-def _system_user(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
+    spawner.log.info("labkit: %s provisioned as a learner of room %s", name, room.name)
 
 
 def configure(c: Any, *, trainers: list[str], board_port: int = 10101,
-              board_url: str | None = None) -> None:
+              board_host: str = "127.0.0.1", board_url: str | None = None) -> None:
     """Set the hook, the board service and the trainer role on a JupyterHub config `c`.
 
     Learners' kernels post their checks to `board_url` + ``/progress``: by default the
     board's own loopback port (every server runs on this machine); give the hub's public
-    URL + ``services/board`` where servers run elsewhere (Kubernetes).
+    URL + ``services/board`` where servers run elsewhere (Kubernetes). `board_host` is
+    where the proxy reaches the board: loopback on one machine, the hub's service name
+    (``hub``) on Kubernetes, where the board then listens on every interface of its pod.
     """
     board_url = board_url or f"http://127.0.0.1:{board_port}/services/{BOARD}"
     c.Spawner.pre_spawn_hook = functools.partial(provision_learner, board_url=board_url)
@@ -106,7 +111,8 @@ def configure(c: Any, *, trainers: list[str], board_port: int = 10101,
     c.JupyterHub.services.append(
         {
             "name": BOARD,
-            "url": f"http://127.0.0.1:{board_port}",
+            "url": f"http://{board_host}:{board_port}",
+            "cwd": str(lessons.checkout(Path(__file__))),  # `labkit up`'s state is found there
             "command": [sys.executable, "-m", "labkit.classroom.board"],
             "environment": {k: v for k, v in os.environ.items()
                             if k.startswith(_BOARD_ENV_PREFIXES)},
