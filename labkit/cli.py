@@ -329,6 +329,10 @@ def _print_tenants(admin: dict[str, str]) -> None:
     print(f"tenants ({len(tenants)}):" if tenants else "tenants: none yet (each process that "
           "uses a service becomes one)")
     for name, (owner, on) in sorted(tenants.items()):
+        if owner.room:
+            print(f"  {name}  a learner of room {owner.room} (labkit classroom)  "
+                  f"on {', '.join(on)}")
+            continue
         alive = "" if owner.alive else " (dead: swept within seconds)"
         print(f"  {name}  owner pid {owner.pid}  on {', '.join(on)}{alive}")
 

@@ -442,3 +442,49 @@ def test_the_board_knows_each_learner_from_their_token_only(admin, tmp_path):
     finally:
         for name in ("alice", "bob"):
             room.revoke(name)
+
+
+def test_learners_provisioned_at_once_from_threads_are_all_kept(room):
+    """A hub spawns learners' servers concurrently; each spawn provisions."""
+    names = ["ann", "ben", "cat", "ann"]  # ann twice: two spawns of the same learner
+    made: dict[int, Learner] = {}
+
+    def spawn(index: int) -> None:
+        made[index] = room.provision(names[index])
+
+    threads = [threading.Thread(target=spawn, args=(index,)) for index in range(len(names))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert sorted(made) == [0, 1, 2, 3]
+    assert made[0] == made[3]
+    assert [learner.name for learner in room.learners()] == ["ann", "ben", "cat"]
+    assert all(status.healthy for status in room.status())
+
+
+def test_a_join_url_serves_the_token_and_a_board_error_says_what_to_do(room):
+    alice = room.provision("alice")
+    token = join_token(room.name, alice)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path == "/join/alice"
+            self.send_response(200 if found else 404)
+            self.end_headers()
+            if found:
+                self.wfile.write(token.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert read_join_token(f"{base}/join/alice")["env"] == alice.env
+        with pytest.raises(ClassroomError, match="could not fetch a join token.*labkit join TOKEN"):
+            read_join_token(f"{base}/join/nobody")
+    finally:
+        server.shutdown()
+        server.server_close()

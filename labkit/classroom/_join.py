@@ -79,7 +79,4 @@ def joined() -> dict[str, Any] | None:
 
 def leave() -> bool:
     """Forget the joined room; True if there was one."""
-    path = services.state_dir() / "joined.json"
-    existed = path.exists()
-    path.unlink(missing_ok=True)
-    return existed
+    return services.forget_joined()

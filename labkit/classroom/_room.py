@@ -179,8 +179,8 @@ class Classroom:
         wanted = list(names)
         for name in wanted:
             validate_name(name)
-        existing = self._existing(wanted)
-        with self._state() as state:
+        with self._state() as state:  # listed under the lock: a concurrent spawn's is seen
+            existing = self._existing(wanted)
             return [self._provision(state, name, existing) for name in wanted]
 
     def _existing(self, names: list[str]) -> dict[str, tuple[TenantOwner, tuple[str, ...]]]:

@@ -25,6 +25,8 @@ Where servers are shared (a workshop server, a CI service container), `create_te
 makes an isolated slice of them from admin URLs (LABKIT_<SERVICE>_ADMIN_URL): a
 database and role, a vhost and user, a Redis ACL user confined to a key prefix; its
 endpoints are ordinary `Endpoint`s, and `sweep_tenants` drops dead owners' tenants.
+A learner who ran `labkit join` (see `labkit.classroom`) has their room's URLs in the
+state dir: importing this package puts them in the environment, under any set by hand.
 
 Inside: one module per service (``_postgres``, ``_redis``, ``_rabbitmq``, ``_aws``),
 one per backend (``_docker``, ``_local``, ``_external``), ``_registry`` listing both,
@@ -94,6 +96,7 @@ from labkit.services._runtime import (
 from labkit.services._state import (
     STATE_ENV,
     apply_joined,
+    forget_joined,
     project_root,
     read_joined,
     read_up_state,
@@ -155,6 +158,7 @@ __all__ = [
     "engine_answers",
     "environ",
     "export",
+    "forget_joined",
     "free_port",
     "get",
     "given",

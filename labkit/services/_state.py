@@ -1,7 +1,8 @@
 """Where labkit keeps its state: per project, readable by its owner only.
 
-State is what `labkit up` writes (``up.json``: the daemon and its URLs) and what local
-servers record for the sweep (``instances/``). It lives in LABKIT_STATE_DIR when set,
+State is what `labkit up` writes (``up.json``: the daemon and its URLs), what local
+servers record for the sweep (``instances/``), the room a learner joined
+(``joined.json``) and a trainer's rooms (``classroom/``). It lives in LABKIT_STATE_DIR when set,
 else in ``.labkit/`` at the root of the project the working directory is in (the
 nearest ancestor holding ``pyproject.toml`` or ``.git``), so `labkit up` in one
 checkout never redirects the notebooks or tests of another. Outside any project it
@@ -22,6 +23,7 @@ from labkit.services._base import owner_alive
 STATE_ENV = "LABKIT_STATE_DIR"
 PROJECT_MARKERS = ("pyproject.toml", ".git")
 PROJECT_STATE = ".labkit"
+JOINED = "joined.json"  # the room a learner joined (`labkit join`)
 
 
 def project_root(start: Path | None = None) -> Path | None:
@@ -125,23 +127,28 @@ def up_private() -> list[str]:
     return list(state.get("private", [])) if state else []
 
 
-def joined_file() -> Path:
-    return state_dir() / "joined.json"
-
-
 def write_joined(room: str, learner: str, env: dict[str, str]) -> None:
     """Record the room this project joined (`labkit join`): the learner's own URLs and
     board token, 0600. Every labkit process of the project then uses them."""
-    write_private(joined_file(), json.dumps({"room": room, "learner": learner, "env": env}))
+    write_private(state_dir() / JOINED, json.dumps({"room": room, "learner": learner, "env": env}))
 
 
 def read_joined() -> dict[str, Any] | None:
     """The room this project joined ({"room", "learner", "env"}), or None."""
     try:
-        joined: dict[str, Any] = json.loads((state_path() / "joined.json").read_text())
+        # state_path, not state_dir: reading creates no directory where nothing was joined
+        joined: dict[str, Any] = json.loads((state_path() / JOINED).read_text())
     except (OSError, ValueError):
         return None
     return joined
+
+
+def forget_joined() -> bool:
+    """Forget the room this project joined (`labkit join --leave`); True if there was one."""
+    path = state_path() / JOINED
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
 
 
 def apply_joined() -> None:
