@@ -414,3 +414,25 @@ def test_the_board_in_chromium_shows_three_learners_and_the_stuck_one(hub, worke
     print(f"board screenshot: {screenshot}")
     assert names == list(LEARNERS)
     assert stuck == [STUCK]
+
+
+def test_a_restarted_server_keeps_the_learners_tenant_and_their_edited_lessons(hub, worked):
+    """Last: it replaces bob's server (and its token). Provisioning at each spawn is
+    idempotent, and the lessons' copy never overwrites what the learner changed."""
+    import nbformat
+
+    room = _room(hub)
+    before = room.learner("bob").env
+    copy = Path(hub.env["LABKIT_HUB_HOMES"].format(username="bob")) / LESSON
+    notebook = nbformat.read(copy, as_version=4)
+    notebook.cells[0].source += "\n# bob's own note"
+    nbformat.write(notebook, copy)
+    assert hub.api("DELETE", "users/bob/server").status_code in (202, 204)
+    folder = Path(hub.env["LABKIT_HUB_HOMES"]).parents[1]
+    _wait(lambda: not hub.api("GET", "users/bob").json()["servers"], "bob's server to stop",
+          hub.process, folder)
+    assert hub.api("POST", "users/bob/server").status_code in (201, 202)
+    _wait(lambda: hub.api("GET", "users/bob").json()["servers"].get("", {}).get("ready"),
+          "bob's server to start again", hub.process, folder)
+    assert room.learner("bob").env == before, "a new spawn changed bob's credentials"
+    assert "# bob's own note" in copy.read_text(), "the spawn hook overwrote bob's lesson"
