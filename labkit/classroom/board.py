@@ -6,10 +6,11 @@ only the trainer role grants (a learner who opens it gets 403 from the hub's OAu
 
 - ``GET  <prefix>``          the grid page: learner x exercise, refreshed every few seconds
 - ``GET  <prefix>api/board`` the same as JSON (what the page polls)
-- ``POST <prefix>progress``  a learner's kernel reports one check: ``Authorization: token
-  <its server's hub token>`` and ``{"lesson", "exercise", "outcome", "attempts", "seconds"}``.
-  The board asks the hub whose token it is and records the row for that learner only: a
-  body naming another learner is refused with 403.
+- ``POST <prefix>progress``  a learner's kernel reports one check (`labkit.classroom.report`):
+  ``Authorization: Bearer $LABKIT_CLASSROOM_TOKEN`` and ``{"lesson", "exercise", "outcome",
+  "seconds"}``. The token is the learner's room token (a laptop that ran `labkit join`) or
+  their server's hub token (what the spawn hook gives), which the hub resolves to its user;
+  the row is recorded for that learner only: a body naming another learner gets 403.
 
 A learner is *stuck* when they made no progress for `stuck_minutes` or one check failed
 `stuck_attempts` times or more without being solved.
@@ -29,8 +30,8 @@ from jupyterhub.utils import url_path_join
 from tornado import httpserver, ioloop, web
 
 from labkit.classroom import Classroom, LearnerStatus, ProgressRow
+from labkit.classroom.reporting import OUTCOMES
 
-OUTCOMES = ("solved", "wrong", "not attempted")
 STUCK_MINUTES = float(os.environ.get("LABKIT_BOARD_STUCK_MINUTES", "10"))
 STUCK_ATTEMPTS = int(os.environ.get("LABKIT_BOARD_STUCK_ATTEMPTS", "3"))
 POLL_SECONDS = 3
