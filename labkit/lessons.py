@@ -66,9 +66,10 @@ class Lesson:
         return self.name.split("_", 1)[0]
 
 
-def lessons(root: Path) -> list[Lesson]:
-    """Every lesson of the checkout at `root`, in order, with the state of its copy."""
-    work = root / WORK
+def lessons(root: Path, work: Path | None = None) -> list[Lesson]:
+    """Every lesson of the checkout at `root`, in order, with the state of its copy in
+    `work` (``root/work`` unless given: a hub copies into each learner's home)."""
+    work = work or root / WORK
     copied_from = _manifest(work)
     found = []
     for original in sorted((root / "notebooks").glob("*.ipynb")):
@@ -81,18 +82,18 @@ def lessons(root: Path) -> list[Lesson]:
     return found
 
 
-def copy_new(root: Path) -> list[Lesson]:
+def copy_new(root: Path, work: Path | None = None) -> list[Lesson]:
     """Copy each lesson that has no copy yet, and refresh copies never saved since copied.
 
     A copy whose bytes are still those it was copied as holds no work of the learner's,
     so when a `git pull` changed its original it takes the new one; any other copy is
     left as it is. Returns the lessons copied.
     """
-    work = root / WORK
+    work = work or root / WORK
     work.mkdir(exist_ok=True)
     copied_as = _manifest(work)
     copied = [
-        lesson for lesson in lessons(root)
+        lesson for lesson in lessons(root, work)
         if lesson.state == "not copied"
         or (lesson.original_updated and _digest(lesson.copy) == copied_as[lesson.original.name])
     ]
