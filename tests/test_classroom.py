@@ -18,11 +18,13 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pika
 import psycopg
 import pytest
 import redis as redis_lib
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -488,3 +490,162 @@ def test_a_join_url_serves_the_token_and_a_board_error_says_what_to_do(room):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# A learner's kernel in a fault demo: each service written and read through the
+# learner's own fault layer (`faults.proxied`, as lessons' clients are) or straight to
+# the room's server (`services.get`), every client bounded by TIMEOUT_S.
+FAULT_DEMO_SETUP = """
+import json, time
+import pika, psycopg, redis
+from labkit import faults, services
+from labkit.shop.testing.outages import frozen
+
+TIMEOUT_S = {timeout_s}
+SERVICES = ("postgres", "redis", "rabbitmq")
+
+def postgres_works(endpoint):
+    with psycopg.connect(host=endpoint.host, port=endpoint.port, user=endpoint.username,
+                         password=endpoint.password, dbname=endpoint.database,
+                         connect_timeout=TIMEOUT_S, autocommit=True,
+                         options=f"-c statement_timeout={{TIMEOUT_S * 1000}}") as conn:
+        conn.execute("create table if not exists notes (body text)")
+        conn.execute("insert into notes values ('written')")
+        assert conn.execute("select count(*) from notes").fetchone()[0] > 0
+
+def redis_works(endpoint):
+    key = f"{{endpoint.username}}:note"  # the learner's Redis keys start with their tenant
+    with redis.Redis.from_url(endpoint.url, socket_timeout=TIMEOUT_S,
+                              socket_connect_timeout=TIMEOUT_S) as client:
+        client.set(key, "written")
+        assert client.get(key) == b"written"
+
+def rabbitmq_works(endpoint):
+    parameters = pika.URLParameters(endpoint.url)
+    parameters.connection_attempts = 1
+    parameters.socket_timeout = parameters.stack_timeout = TIMEOUT_S
+    parameters.blocked_connection_timeout = TIMEOUT_S
+    with pika.BlockingConnection(parameters) as connection:
+        channel = connection.channel()
+        channel.queue_declare("notes")
+        channel.basic_publish("", "notes", b"written")
+        method, _, body = channel.basic_get("notes", auto_ack=True)
+        assert body == b"written", (method, body)
+
+WORKS = {{"postgres": postgres_works, "redis": redis_works, "rabbitmq": rabbitmq_works}}
+
+def tried(endpoints):
+    \"\"\"Each service's outcome ("ok" or the error's first line) and its seconds.\"\"\"
+    outcomes = {{}}
+    for service, endpoint in endpoints.items():
+        started = time.monotonic()
+        try:
+            WORKS[service](endpoint)
+            outcome = "ok"
+        except Exception as exc:
+            outcome = (f"{{type(exc).__name__}}: {{exc}}".splitlines() or [""])[0]
+        outcomes[service] = {{"outcome": outcome, "seconds": time.monotonic() - started}}
+    return outcomes
+
+through_my_proxy = {{service: faults.proxied(service) for service in SERVICES}}
+to_the_server = {{service: services.get(service) for service in SERVICES}}
+print(json.dumps(tried(through_my_proxy)))
+"""
+
+# A's fault demo, as lessons switch faults on: PostgreSQL down, Redis and RabbitMQ hung.
+FAULTS_ON = """
+demo = [faults.outage("postgres"), faults.freeze("redis"), frozen("rabbitmq")]
+print(json.dumps(tried(through_my_proxy)))
+"""
+FAULTS_OFF = """
+for fault in demo:
+    fault.off()
+print(json.dumps(tried(through_my_proxy)))
+"""
+BOTH_PATHS = """
+print(json.dumps({"through my proxy": tried(through_my_proxy), "to the server": tried(to_the_server)}))
+"""
+# A learner who breaks their link sees it fail within their clients' timeouts; one whose
+# link is whole must not come near theirs: a margin for a loaded machine.
+FAULTY_TIMEOUT_S = 2
+HEALTHY_TIMEOUT_S = 10
+
+
+class _LearnerKernel:
+    """A Jupyter kernel started with only a learner's environment, as a hub's spawn
+    gives their server (JupyterHub passes a few variables such as PATH, then the
+    spawn hook's): nothing of this test's process, no admin URL."""
+
+    def __init__(self, learner: Learner, cwd: Path) -> None:
+        env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR")
+               if key in os.environ}
+        env |= {**learner.env, "PYTHONPATH": os.getcwd()}  # the kit of this checkout
+        self.name = learner.name
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel(env=env, cwd=str(cwd))
+        self.client = self.manager.blocking_client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=TIMEOUT)
+
+    def run(self, code: str) -> Any:
+        """Run a cell; what it printed last, read as JSON."""
+        printed: list[str] = []
+        errors: list[str] = []
+
+        def collect(message: dict[str, Any]) -> None:
+            content = message["content"]
+            if message["msg_type"] == "stream" and content["name"] == "stdout":
+                printed.append(content["text"])
+            elif message["msg_type"] == "error":
+                errors.append("\n".join(content["traceback"]))
+
+        self.client.execute_interactive(code, timeout=TIMEOUT, output_hook=collect)
+        assert not errors, f"{self.name}'s cell failed:\n" + "\n".join(errors)
+        return json.loads("".join(printed).strip().splitlines()[-1])
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+def test_a_learners_fault_demo_breaks_only_their_own_link(room, tmp_path):
+    """Part 4 of issue 13: a fault demo runs for every learner at once without touching
+    anyone else's services, because the fault layer is per learner's process, not on the
+    shared servers."""
+    ada, bob = room.provision_many(["ada", "bob"])
+    kernels: list[_LearnerKernel] = []
+    try:
+        for learner, timeout_s in ((ada, FAULTY_TIMEOUT_S), (bob, HEALTHY_TIMEOUT_S)):
+            (tmp_path / learner.name).mkdir()
+            kernels.append(_LearnerKernel(learner, tmp_path / learner.name))
+        ada_kernel, bob_kernel = kernels
+        before = {k.name: k.run(FAULT_DEMO_SETUP.format(timeout_s=timeout_s))
+                  for k, timeout_s in zip(kernels, (FAULTY_TIMEOUT_S, HEALTHY_TIMEOUT_S))}
+        for name, outcomes in before.items():
+            assert all(o["outcome"] == "ok" for o in outcomes.values()), (name, outcomes)
+
+        during = ada_kernel.run(FAULTS_ON)
+        assert "Connection refused" in during["postgres"]["outcome"], during
+        assert during["redis"]["outcome"].startswith("TimeoutError"), during
+        assert "Timeout during AMQP handshake" in during["rabbitmq"]["outcome"], during
+
+        # ada's faults are on: bob works through his own fault layer and straight to the
+        # servers (so they were never paused), each service within his clients' bounds
+        bob_sees = bob_kernel.run(BOTH_PATHS)
+        for path, outcomes in bob_sees.items():
+            for service, seen in outcomes.items():
+                assert seen["outcome"] == "ok", (path, service, seen)
+                assert seen["seconds"] < HEALTHY_TIMEOUT_S, (path, service, seen)
+        print("bob's seconds while ada's faults were on:", {
+            path: {service: round(seen["seconds"], 3) for service, seen in outcomes.items()}
+            for path, outcomes in bob_sees.items()})
+
+        still = ada_kernel.run(BOTH_PATHS)
+        assert still["through my proxy"]["postgres"]["outcome"] != "ok", still
+        assert all(o["outcome"] == "ok" for o in still["to the server"].values()), still
+
+        after = ada_kernel.run(FAULTS_OFF)
+        assert all(o["outcome"] == "ok" for o in after.values()), after
+    finally:
+        for kernel in kernels:
+            kernel.shutdown()
