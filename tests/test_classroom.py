@@ -494,27 +494,27 @@ def test_a_join_url_serves_the_token_and_a_board_error_says_what_to_do(room):
 
 # A learner's kernel in a fault demo: each service written and read through the
 # learner's own fault layer (`faults.proxied`, as lessons' clients are) or straight to
-# the room's server (`services.get`), every client bounded by TIMEOUT_S.
+# the room's server (`services.get`), every client bounded by TIMEOUT_S (each learner's
+# own, set in the same cell).
 FAULT_DEMO_SETUP = """
 import json, time
 import pika, psycopg, redis
 from labkit import faults, services
 from labkit.shop.testing.outages import frozen
 
-TIMEOUT_S = {timeout_s}
 SERVICES = ("postgres", "redis", "rabbitmq")
 
 def postgres_works(endpoint):
     with psycopg.connect(host=endpoint.host, port=endpoint.port, user=endpoint.username,
                          password=endpoint.password, dbname=endpoint.database,
                          connect_timeout=TIMEOUT_S, autocommit=True,
-                         options=f"-c statement_timeout={{TIMEOUT_S * 1000}}") as conn:
+                         options=f"-c statement_timeout={TIMEOUT_S * 1000}") as conn:
         conn.execute("create table if not exists notes (body text)")
         conn.execute("insert into notes values ('written')")
         assert conn.execute("select count(*) from notes").fetchone()[0] > 0
 
 def redis_works(endpoint):
-    key = f"{{endpoint.username}}:note"  # the learner's Redis keys start with their tenant
+    key = f"{endpoint.username}:note"  # the learner's Redis keys start with their tenant
     with redis.Redis.from_url(endpoint.url, socket_timeout=TIMEOUT_S,
                               socket_connect_timeout=TIMEOUT_S) as client:
         client.set(key, "written")
@@ -532,27 +532,27 @@ def rabbitmq_works(endpoint):
         method, _, body = channel.basic_get("notes", auto_ack=True)
         assert body == b"written", (method, body)
 
-WORKS = {{"postgres": postgres_works, "redis": redis_works, "rabbitmq": rabbitmq_works}}
+WORKS = {"postgres": postgres_works, "redis": redis_works, "rabbitmq": rabbitmq_works}
 
 def tried(endpoints):
     \"\"\"Each service's outcome ("ok" or the error's first line) and its seconds.\"\"\"
-    outcomes = {{}}
+    outcomes = {}
     for service, endpoint in endpoints.items():
         started = time.monotonic()
         try:
             WORKS[service](endpoint)
             outcome = "ok"
         except Exception as exc:
-            outcome = (f"{{type(exc).__name__}}: {{exc}}".splitlines() or [""])[0]
-        outcomes[service] = {{"outcome": outcome, "seconds": time.monotonic() - started}}
+            outcome = (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0]
+        outcomes[service] = {"outcome": outcome, "seconds": time.monotonic() - started}
     return outcomes
 
-through_my_proxy = {{service: faults.proxied(service) for service in SERVICES}}
-to_the_server = {{service: services.get(service) for service in SERVICES}}
+through_my_proxy = {service: faults.proxied(service) for service in SERVICES}
+to_the_server = {service: services.get(service) for service in SERVICES}
 print(json.dumps(tried(through_my_proxy)))
 """
 
-# A's fault demo, as lessons switch faults on: PostgreSQL down, Redis and RabbitMQ hung.
+# ada's fault demo, switched on as lessons do: PostgreSQL down, Redis and RabbitMQ hung.
 FAULTS_ON = """
 demo = [faults.outage("postgres"), faults.freeze("redis"), frozen("rabbitmq")]
 print(json.dumps(tried(through_my_proxy)))
@@ -619,7 +619,7 @@ def test_a_learners_fault_demo_breaks_only_their_own_link(room, tmp_path):
             (tmp_path / learner.name).mkdir()
             kernels.append(_LearnerKernel(learner, tmp_path / learner.name))
         ada_kernel, bob_kernel = kernels
-        before = {k.name: k.run(FAULT_DEMO_SETUP.format(timeout_s=timeout_s))
+        before = {k.name: k.run(f"TIMEOUT_S = {timeout_s}\n{FAULT_DEMO_SETUP}")
                   for k, timeout_s in zip(kernels, (FAULTY_TIMEOUT_S, HEALTHY_TIMEOUT_S))}
         for name, outcomes in before.items():
             assert all(o["outcome"] == "ok" for o in outcomes.values()), (name, outcomes)
