@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import psutil
-from sqlalchemy.orm import Session
 
 from labkit import load
 
@@ -44,23 +43,9 @@ CORES = psutil.cpu_count() or 1
 
 
 def shop_knee(seconds: float) -> pd.Series:
-    from labkit.shop.data import create_engine_for
-    from labkit.shop.testing import (
-        add_user,
-        auth_header,
-        migrate_once,
-        reset_shop_data,
-        settings_from_services,
-        shop_env,
-    )
+    from labkit.shop.testing import auth_header, shop_env, shop_with_users
 
-    settings = settings_from_services(password_hash_profile="fast")
-    migrate_once(settings.database_url)
-    engine = create_engine_for(settings)
-    reset_shop_data(engine)
-    with Session(engine) as session:
-        ids = [add_user(session, commit=False).id for _ in range(PROFILE_USERS)]
-        session.commit()
+    settings, ids = shop_with_users(PROFILE_USERS)
     token = auth_header(settings, ids[0])
 
     def profile(i: int) -> str:

@@ -36,14 +36,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pandas as pd
-from sqlalchemy.orm import Session
 
 from labkit import load
 from labkit.shop.settings import ShopSettings
+from labkit.shop.testing import shop_with_users
 
 LEVELS = [1, 2, 4, 8, 16, 32]
 PROFILE_USERS = 100
@@ -57,22 +56,6 @@ def shop_served(workers: int, settings: ShopSettings) -> Iterator[load.AppServer
     with load.serve_app("labkit.shop.testing:shop", factory=True, workers=workers,
                         env=shop_env(settings), ready_path="/health") as shop:
         yield shop
-
-
-def prepared_shop(**overrides: Any) -> tuple[ShopSettings, list[uuid.UUID]]:
-    """Settings on this process's services, the schema migrated, PROFILE_USERS users."""
-    from labkit.shop.data import create_engine_for
-    from labkit.shop.testing import add_user, migrate_once, reset_shop_data, settings_from_services
-
-    settings = settings_from_services(password_hash_profile="fast", **overrides)
-    migrate_once(settings.database_url)
-    engine = create_engine_for(settings)
-    reset_shop_data(engine)
-    with Session(engine) as session:
-        ids = [add_user(session, commit=False).id for _ in range(PROFILE_USERS)]
-        session.commit()
-    engine.dispose()
-    return settings, ids
 
 
 def profile_paths(ids: list[uuid.UUID]) -> Callable[[int], str]:
@@ -219,7 +202,7 @@ def profile_hot_paths(seconds: float, top: int) -> None:
     from labkit.shop.testing.fakes import FakeDownstream
 
     with FakeDownstream() as fakes:
-        settings, ids = prepared_shop(**fakes.settings())
+        settings, ids = shop_with_users(PROFILE_USERS, **fakes.settings())
         token = auth_header(settings, ids[0])
         path = profile_paths(ids)
         with shop_served(1, settings) as shop:
@@ -262,7 +245,7 @@ def main() -> None:
     if args.profile:
         profile_hot_paths(max(args.seconds, 5.0), args.top)
         return
-    settings, ids = prepared_shop()
+    settings, ids = shop_with_users(PROFILE_USERS)
     sweeps = {workers: swept(workers, settings, ids, args.seconds) for workers in args.workers}
     knees = {workers: sweep.loc[load.find_knee(sweep)].rename(load.find_knee(sweep))
              for workers, sweep in sweeps.items()}

@@ -12,18 +12,9 @@ import warnings
 
 import numpy as np
 import pytest
-from sqlalchemy.orm import Session
 
 from labkit import load
-from labkit.shop.data import create_engine_for
-from labkit.shop.testing import (
-    add_user,
-    auth_header,
-    migrate_once,
-    reset_shop_data,
-    settings_from_services,
-    shop_env,
-)
+from labkit.shop.testing import auth_header, shop_env, shop_with_users
 
 USERS = 20
 
@@ -38,15 +29,8 @@ def locust_percentile(latency_ms: np.ndarray, q: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def shop_with_users(postgres, redis):
-    settings = settings_from_services(password_hash_profile="fast")
-    migrate_once(settings.database_url)
-    engine = create_engine_for(settings)
-    reset_shop_data(engine)
-    with Session(engine) as session:
-        ids = [add_user(session, commit=False).id for _ in range(USERS)]
-        session.commit()
-    engine.dispose()
+def shop_serving_users(postgres, redis):
+    settings, ids = shop_with_users(USERS)
     with load.serve_app("labkit.shop.testing:shop", factory=True, env=shop_env(settings),
                         ready_path="/health", access_log=True) as shop:
         yield shop, [f"/api/users/{user}/profile" for user in ids], auth_header(settings, ids[0])
@@ -54,9 +38,9 @@ def shop_with_users(postgres, redis):
 
 @pytest.mark.slow
 def test_a_master_and_two_workers_bring_back_every_request_the_shop_served(
-    shop_with_users, tmp_path
+    shop_serving_users, tmp_path
 ):
-    shop, paths, token = shop_with_users
+    shop, paths, token = shop_serving_users
     served_before = shop.access_count()
 
     with warnings.catch_warnings():  # how busy this machine is is not the question here

@@ -50,6 +50,7 @@ _EXPORTS = {
         "settings_from_services",
         "shop",
         "shop_env",
+        "shop_with_users",
     ),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -77,6 +78,7 @@ __all__ = [
     "settings_from_services",
     "shop",
     "shop_env",
+    "shop_with_users",
 ]
 
 

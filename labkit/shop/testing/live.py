@@ -13,6 +13,7 @@ the ``LABKIT_SHOP_*`` variables); `serve` is ``labkit shop serve``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,28 @@ __all__ = [
 ]
 
 SERVICE_FIELDS = {"database_url": "postgres", "redis_url": "redis", "amqp_url": "rabbitmq"}
+
+
+def shop_with_users(users: int, **overrides: Any) -> tuple[ShopSettings, list[uuid.UUID]]:
+    """What a load run of the shop starts from: settings on this process's services
+    (fast password hashing, `overrides` on top), the schema migrated, every shop table
+    emptied, then `users` users added. Returns the settings and the users' ids."""
+    from sqlalchemy.orm import Session
+
+    from labkit.shop.data import create_engine_for
+    from labkit.shop.testing.helpers import add_user, migrate_once, reset_shop_data
+
+    settings = settings_from_services(**{"password_hash_profile": "fast", **overrides})
+    migrate_once(settings.database_url)
+    engine = create_engine_for(settings)
+    try:
+        reset_shop_data(engine)
+        with Session(engine) as session:
+            ids = [add_user(session, commit=False).id for _ in range(users)]
+            session.commit()
+    finally:
+        engine.dispose()
+    return settings, ids
 
 
 def settings_from_services(*, fault_layer: bool = False, **overrides: Any) -> ShopSettings:
