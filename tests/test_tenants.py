@@ -22,6 +22,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pika
 import psutil
@@ -53,7 +54,15 @@ def managed_rabbitmq() -> Iterator[services.Handle]:
     try:
         yield handle
     finally:
-        handle.stop()
+        # Once (CI, three workers) this node stopped answering mid-module and needed a
+        # SIGKILL to stop: its log, read before stop() deletes it, says why next time.
+        logs = sorted(Path(handle.record.workdir, "log").glob("*.log"))  # type: ignore[attr-defined]
+        tail = "".join(log.read_text(errors="replace")[-4000:] for log in logs)
+        try:
+            handle.stop()
+        except Exception as exc:
+            raise AssertionError(f"the module's RabbitMQ did not stop cleanly ({exc}); "
+                                 f"its log ended:\n{tail}") from exc
 
 
 @pytest.fixture(scope="module")
