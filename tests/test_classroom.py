@@ -27,6 +27,7 @@ import redis as redis_lib
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
+from servers import local_servers
 
 from labkit import services
 from labkit.classroom import (
@@ -48,21 +49,8 @@ TIMEOUT = 120  # a subprocess's or kernel's bound on a loaded machine, never a s
 def servers() -> Iterator[dict[str, services.Endpoint]]:
     """The room's servers, run by this module: superuser, Redis default user, RabbitMQ
     administrator with the management API."""
-    previous = os.environ.get("LABKIT_RABBITMQ_MANAGEMENT")
-    os.environ["LABKIT_RABBITMQ_MANAGEMENT"] = "1"
-    try:
-        handles = {name: services.start(name, "local")
-                   for name in ("postgres", "redis", "rabbitmq")}
-    finally:
-        if previous is None:
-            os.environ.pop("LABKIT_RABBITMQ_MANAGEMENT")
-        else:
-            os.environ["LABKIT_RABBITMQ_MANAGEMENT"] = previous
-    try:
-        yield {name: handle.endpoint for name, handle in handles.items()}
-    finally:
-        for handle in handles.values():
-            handle.stop()
+    with local_servers("postgres", "redis", "rabbitmq") as started:
+        yield {name: handle.endpoint for name, handle in started.items()}
 
 
 @pytest.fixture(scope="module")

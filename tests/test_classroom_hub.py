@@ -36,6 +36,7 @@ import redis as redis_lib
 import requests
 from jupyterlab_browser import CHROMIUM_FLAGS, ROOT
 from jupyterlab_browser import missing as browser_missing
+from servers import local_servers
 
 from labkit import services
 from labkit.classroom import Classroom
@@ -67,18 +68,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(_missing() is not None, reaso
 @pytest.fixture(scope="module")
 def room_servers() -> Iterator[TenantAdmin]:
     """The room's PostgreSQL, Redis and RabbitMQ (with its management API), owned here."""
-    os.environ["LABKIT_RABBITMQ_MANAGEMENT"] = "1"
-    try:
-        handles = [services.start(name, "local") for name in ("postgres", "redis", "rabbitmq")]
-    finally:
-        os.environ.pop("LABKIT_RABBITMQ_MANAGEMENT")
-    try:
-        postgres, redis, rabbitmq = (h.endpoint for h in handles)
+    with local_servers("postgres", "redis", "rabbitmq") as started:
+        postgres, redis, rabbitmq = (h.endpoint for h in started.values())
         yield TenantAdmin(postgres=postgres.dsn, redis=redis.url,
                           rabbitmq=rabbitmq.extra["management_url"])
-    finally:
-        for handle in handles:
-            handle.stop()
 
 
 class Hub:

@@ -22,13 +22,13 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pika
 import psutil
 import psycopg
 import pytest
 import redis as redis_lib
+from servers import local_servers
 
 from labkit import services
 from labkit.services import ADMIN_ENV, Tenant, TenantAdmin, TenantError
@@ -42,27 +42,8 @@ POSTGRES_OWN_WAIT = 5.0  # how long CREATE DATABASE waits for its template's ses
 @pytest.fixture(scope="module")
 def managed_rabbitmq() -> Iterator[services.Handle]:
     """A RabbitMQ labkit owns, with the HTTP management API (the machine's has none)."""
-    previous = os.environ.get("LABKIT_RABBITMQ_MANAGEMENT")
-    os.environ["LABKIT_RABBITMQ_MANAGEMENT"] = "1"
-    try:
-        handle = services.start("rabbitmq", "local")
-    finally:
-        if previous is None:
-            os.environ.pop("LABKIT_RABBITMQ_MANAGEMENT")
-        else:
-            os.environ["LABKIT_RABBITMQ_MANAGEMENT"] = previous
-    try:
-        yield handle
-    finally:
-        # Once (CI, three workers) this node stopped answering mid-module and needed a
-        # SIGKILL to stop: its log, read before stop() deletes it, says why next time.
-        logs = sorted(Path(handle.record.workdir, "log").glob("*.log"))  # type: ignore[attr-defined]
-        tail = "".join(log.read_text(errors="replace")[-4000:] for log in logs)
-        try:
-            handle.stop()
-        except Exception as exc:
-            raise AssertionError(f"the module's RabbitMQ did not stop cleanly ({exc}); "
-                                 f"its log ended:\n{tail}") from exc
+    with local_servers("rabbitmq") as started:
+        yield started["rabbitmq"]
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +68,8 @@ def owned_servers() -> Iterator[dict[str, services.Endpoint]]:
     """A PostgreSQL and a Redis this module runs. Not the `postgres` and `redis`
     fixtures: under `labkit up` (as in CI) those are themselves tenants, whose role may
     not create databases and whose Redis user may not manage ACLs."""
-    handles = {name: services.start(name, "local") for name in ("postgres", "redis")}
-    try:
-        yield {name: handle.endpoint for name, handle in handles.items()}
-    finally:
-        for handle in handles.values():
-            handle.stop()
+    with local_servers("postgres", "redis") as started:
+        yield {name: handle.endpoint for name, handle in started.items()}
 
 
 @pytest.fixture(scope="module")
