@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pika
@@ -41,6 +41,7 @@ from servers import local_servers
 from labkit import services
 from labkit.classroom import Classroom
 from labkit.services import TenantAdmin
+from labkit.waiting import wait_until
 
 LEARNERS = ("ada", "bob", "cyd")
 LESSON = "lessons/00_welcome.ipynb"
@@ -147,15 +148,19 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait(ready: object, what: str, process: subprocess.Popen[bytes], folder: Path) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not ready():  # type: ignore[operator]
+def _wait(ready: Callable[[], object], what: str, process: subprocess.Popen[bytes],
+          folder: Path) -> None:
+    """labkit's wait_until, failing at once (with the hub's log) if the hub exits."""
+    def hub_running_and_ready() -> object:
         if process.poll() is not None:
             pytest.fail(f"the hub exited ({process.returncode}) before {what}:\n"
                         + (folder / "hub.log").read_text()[-3000:])
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {TIMEOUT}s for {what}:\n" + (folder / "hub.log").read_text()[-3000:])
-        time.sleep(0.5)
+        return ready()
+
+    try:
+        wait_until(hub_running_and_ready, timeout=TIMEOUT, interval=0.5, message=what)
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}:\n" + (folder / "hub.log").read_text()[-3000:])
 
 
 def _stop_all(hub: Hub, folder: Path) -> None:
