@@ -310,11 +310,11 @@ def test_a_kernel_killed_during_lesson_01s_startup_demo_leaves_nothing() -> None
 def _demo_server(owner: subprocess.Popen[str]) -> psutil.Process | None:
     assert owner.poll() is None, f"the owner exited ({owner.returncode}) before its server ran"
     for proc in psutil.Process(owner.pid).children(recursive=True):
-        try:
-            command = proc.cmdline()
+        try:  # initdb's short-lived children may be gone between two reads
+            command, name = proc.cmdline(), proc.name()
         except psutil.NoSuchProcess:
             continue
-        if proc.name() == "postgres" and "-p" in command:  # a server, not initdb's backend
+        if name == "postgres" and "-p" in command:  # a server, not initdb's backend
             return proc
     return None
 
