@@ -231,6 +231,61 @@ def profile_hot_paths(seconds: float, top: int) -> None:
                 print_profile(title, *result, top=top)
 
 
+def measure_hot_paths(rounds: int) -> list[str]:
+    """Sign-up and order, one request at a time (latency, the app's CPU per request)
+    and from 8 threads at once (throughput): the paths that wait on other services."""
+    import psutil
+
+    from labkit.shop.testing import auth_header
+    from labkit.shop.testing.fakes import FakeDownstream
+
+    lines = ["sign-up and order (1 worker, fakes for inventory and payment in this process):"]
+    with FakeDownstream() as fakes:
+        settings, ids = shop_with_users(PROFILE_USERS, **fakes.settings())
+        token = auth_header(settings, ids[0])
+        run = uuid.uuid4().hex[:8]
+        numbers = iter(range(10**9))
+
+        def signup(client: httpx.Client) -> httpx.Response:
+            return client.post("/api/users", json={
+                "email": f"speed-{run}-{next(numbers)}@example.com", "name": "Speed Test",
+                "password": "correct horse battery"})
+
+        def order(client: httpx.Client) -> httpx.Response:
+            return client.post("/api/orders", headers=token, json={
+                "items": [{"productId": f"SKU-{next(numbers)}", "quantity": 1,
+                           "unitPrice": "9.99"}], "paymentMethod": "CARD"})
+
+        with shop_served(1, settings) as shop:
+            app = psutil.Process(shop.pid)
+            with httpx.Client(base_url=shop.url, timeout=10.0, trust_env=False) as client:
+                for title, send in [("sign-up", signup), ("order", order)]:
+                    for _ in range(20):  # warm pools, caches, the broker connection
+                        send(client)
+                    latencies = []
+                    cpu_before = sum(app.cpu_times()[:2])
+                    for _ in range(rounds):
+                        began = time.perf_counter()
+                        response = send(client)
+                        latencies.append(time.perf_counter() - began)
+                        if response.status_code != 201:
+                            raise RuntimeError(f"{title} answered {response.status_code}: "
+                                               f"{response.text[:300]}")
+                    cpu = (sum(app.cpu_times()[:2]) - cpu_before) / rounds
+                    cpu_before, began = sum(app.cpu_times()[:2]), time.perf_counter()
+                    statuses = hammer(shop.url, lambda c, _n, send=send: send(c),
+                                      PROFILE_LOAD_WORKERS, 5.0)
+                    seconds = time.perf_counter() - began
+                    cores = (sum(app.cpu_times()[:2]) - cpu_before) / seconds
+                    answered = ", ".join(f"{n} x {s}" for s, n in sorted(statuses.items()))
+                    lines.append(
+                        f"    {title:8} one at a time: p50 {1e3 * pd.Series(latencies).median():.1f} ms,"
+                        f" p99 {1e3 * pd.Series(latencies).quantile(0.99):.1f} ms, app CPU "
+                        f"{1e3 * cpu:.2f} ms per request; {PROFILE_LOAD_WORKERS} at once: "
+                        f"{statuses[201] / seconds:,.0f} req/s, app {cores:.2f} cores ({answered})")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per load level")
@@ -239,11 +294,18 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="sample the hot paths with py-spy instead of sweeping")
     parser.add_argument("--top", type=int, default=20, help="frames per profile table")
+    parser.add_argument("--paths", action="store_true",
+                        help="only sign-up and order: latency, app CPU per request, req/s")
+    parser.add_argument("--rounds", type=int, default=200,
+                        help="requests one at a time per path (with --paths)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", load.GeneratorBottleneckWarning)
     began = time.perf_counter()
     if args.profile:
         profile_hot_paths(max(args.seconds, 5.0), args.top)
+        return
+    if args.paths:
+        print("\n".join(measure_hot_paths(args.rounds)))
         return
     settings, ids = shop_with_users(PROFILE_USERS)
     sweeps = {workers: swept(workers, settings, ids, args.seconds) for workers in args.workers}
