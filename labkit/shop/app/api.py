@@ -81,7 +81,8 @@ def create_app(settings: ShopSettings) -> FastAPI:
         # landed in some request's latency.
         gc.freeze()
         try:
-            yield
+            async with shop.serving():
+                yield
         finally:
             await asyncio.to_thread(shop.close)
 
@@ -241,18 +242,26 @@ def login(body: LoginRequest, request: Request, shop: ShopDep, session: SessionD
 
 
 @users_router.get("/api/users/{user_id}/profile", responses=error_responses(401, 404, 422))
-def profile(
+async def profile(
     user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep, session: SessionDep
 ) -> JSONResponse:
-    cached = shop.cache.get_json(profile_key(user_id))
+    # A coroutine: a cache hit is answered on the event loop (`Shop.cached_json`); only
+    # a miss goes to the thread pool, where the database is read.
+    cached = await shop.cached_json(profile_key(user_id))
     if cached is not None:
         return JSONResponse(users.for_viewer(cached, viewer), headers={"X-Cache": "HIT"})
+    full = await run_in_threadpool(_profile_from_database, shop, session, user_id)
+    return JSONResponse(users.for_viewer(full, viewer), headers={"X-Cache": "MISS"})
+
+
+def _profile_from_database(shop: Shop, session: Session, user_id: uuid.UUID) -> dict[str, Any]:
+    """The full profile built from PostgreSQL and left in the cache for the next read."""
     user = session.get(User, user_id)
     if user is None:
         raise _not_found(user_id)
     full = users.build_profile(session, user)
     shop.cache.set_json(profile_key(user_id), full, shop.settings.profile_cache_ttl_seconds)
-    return JSONResponse(users.for_viewer(full, viewer), headers={"X-Cache": "MISS"})
+    return full
 
 
 @users_router.patch(

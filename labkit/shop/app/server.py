@@ -6,6 +6,7 @@ $ python -m labkit.shop --port 8000          # or: labkit shop serve (on labkit'
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any, Self
 from fastapi import FastAPI
 
 from labkit.shop.app.api import create_app
+from labkit.shop.app.container import Shop
 from labkit.shop.data.db import upgrade
 from labkit.shop.settings import ShopSettings, settings_environment
 from labkit.shop.workers.background import BackgroundJobs
@@ -102,7 +104,8 @@ class ShopServer:
     ``labkit shop serve``; ``background=False`` serves without them. The app's lifespan
     stays off: its shutdown closes the shop's clients, and a test's app outlives the
     server (one app, several servers, a TestClient after). So the server starts and
-    stops the jobs itself, and leaves the app open.
+    stops the jobs itself, binds the shop's cache reads to its loop (`Shop.serving`),
+    and leaves the app open.
     """
 
     def __init__(
@@ -123,7 +126,7 @@ class ShopServer:
         )
         self.server = uvicorn.Server(self.config)
         self._thread: threading.Thread | None = None
-        shop = getattr(getattr(app, "state", None), "shop", None)
+        self.shop: Shop | None = shop
         self.jobs: BackgroundJobs | None = shop.jobs if background and shop is not None else None
 
     @property
@@ -135,7 +138,7 @@ class ShopServer:
         return f"http://{host}:{port}"
 
     def start(self, timeout: float = 10.0) -> Self:
-        self._thread = threading.Thread(target=self.server.run, name="shop-server", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="shop-server", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -145,6 +148,18 @@ class ShopServer:
         if self.jobs is not None:
             self.jobs.start()
         return self
+
+    def _run(self) -> None:
+        # uvicorn's Server.run, plus what serving binds to the serving loop (`Shop.serving`).
+        with asyncio.Runner(loop_factory=self.config.get_loop_factory()) as runner:
+            runner.run(self._serve())
+
+    async def _serve(self) -> None:
+        if self.shop is None:
+            await self.server.serve()
+            return
+        async with self.shop.serving():
+            await self.server.serve()
 
     def stop(self) -> None:
         self.server.should_exit = True
