@@ -322,7 +322,13 @@ def main() -> None:
             f"(generator {row['generator_cores']:.2f} cores)")
     if 1 in knees and 2 in knees:
         ratio = knees[2]["throughput_rps"] / knees[1]["throughput_rps"]
-        lines.append(f"    2 workers / 1 worker: {ratio:.2f} x the throughput")
+        cores = knees[2]["app_cores"] / knees[1]["app_cores"]
+        # Linear scaling is 2 x the throughput from 2 x the cores; on a machine whose
+        # cores the generator, Redis and others share, the second worker gets less than
+        # a core, so the throughput per app core is what says whether workers scale.
+        lines.append(f"    2 workers / 1 worker: {ratio:.2f} x the throughput from {cores:.2f} x "
+                     f"the app's cores: {ratio / cores:.2f} of linear scaling per core "
+                     f"(machine busy {100 * knees[2]['machine_busy']:.0f}% at the 2 workers' knee)")
     # One request at a time, nothing queues: the app's CPU per request, which a busy
     # machine moves less than it moves the knee (where the app waits for a core).
     alone = sweeps[args.workers[0]].loc[1]

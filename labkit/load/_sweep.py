@@ -57,7 +57,7 @@ def sweep(
                                 app_pid=app_pid, progress=False)
             cpu: CpuReport = run.attrs["cpu"]
             rows.append({**summary(run), "generator_cores": cpu.generator_cores,
-                         "app_cores": cpu.app_cores,
+                         "app_cores": cpu.app_cores, "machine_busy": cpu.machine_busy,
                          "generator_bound": cpu.bottleneck() is not None})
     index = pd.Index(levels, name="workers" if workers else "offered_rps")
     frame = pd.DataFrame(rows, index=index)

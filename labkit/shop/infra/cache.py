@@ -57,7 +57,7 @@ def connect_async(settings: ShopSettings) -> redis.asyncio.Redis:
     )
 
 
-def _decoded(raw: str | None) -> Any | None:
+def _decoded(raw: str | bytes | None) -> Any | None:
     return None if raw is None else json.loads(raw)
 
 
