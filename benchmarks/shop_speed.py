@@ -197,6 +197,26 @@ def _package(frame: str) -> str:
     return where.split("/")[0].removesuffix(".py") if "/" in where else f"stdlib {where}"
 
 
+Sender = Callable[[httpx.Client, int], httpx.Response]
+
+
+def writes(token: dict[str, str]) -> tuple[Sender, Sender]:
+    """A sign-up and an order, each made unique by the number it is sent with."""
+    run = uuid.uuid4().hex[:8]
+
+    def signup(client: httpx.Client, n: int) -> httpx.Response:
+        return client.post("/api/users", json={
+            "email": f"speed-{run}-{n}@example.com", "name": "Speed Test",
+            "password": "correct horse battery"})
+
+    def order(client: httpx.Client, n: int) -> httpx.Response:
+        return client.post("/api/orders", headers=token, json={
+            "items": [{"productId": f"SKU-{n}", "quantity": 1, "unitPrice": "9.99"}],
+            "paymentMethod": "CARD"})
+
+    return signup, order
+
+
 def profile_hot_paths(seconds: float, top: int) -> None:
     from labkit.shop.testing import auth_header
     from labkit.shop.testing.fakes import FakeDownstream
@@ -212,17 +232,7 @@ def profile_hot_paths(seconds: float, top: int) -> None:
             def cached_profile(client: httpx.Client, n: int) -> httpx.Response:
                 return client.get(path(n), headers=token)
 
-            run = f"{uuid.uuid4().hex[:8]}"
-
-            def signup(client: httpx.Client, n: int) -> httpx.Response:
-                return client.post("/api/users", json={
-                    "email": f"speed-{run}-{n}@example.com", "name": "Speed Test",
-                    "password": "correct horse battery"})
-
-            def order(client: httpx.Client, n: int) -> httpx.Response:
-                return client.post("/api/orders", headers=token, json={
-                    "items": [{"productId": f"SKU-{n}", "quantity": 1, "unitPrice": "9.99"}],
-                    "paymentMethod": "CARD"})
+            signup, order = writes(token)
 
             for title, send in [("cached profile read", cached_profile),
                                 ("sign-up", signup), ("order", order)]:
@@ -243,23 +253,16 @@ def measure_hot_paths(rounds: int) -> list[str]:
     with FakeDownstream() as fakes:
         settings, ids = shop_with_users(PROFILE_USERS, **fakes.settings())
         token = auth_header(settings, ids[0])
-        run = uuid.uuid4().hex[:8]
+        signup, order = writes(token)
         numbers = iter(range(10**9))
-
-        def signup(client: httpx.Client) -> httpx.Response:
-            return client.post("/api/users", json={
-                "email": f"speed-{run}-{next(numbers)}@example.com", "name": "Speed Test",
-                "password": "correct horse battery"})
-
-        def order(client: httpx.Client) -> httpx.Response:
-            return client.post("/api/orders", headers=token, json={
-                "items": [{"productId": f"SKU-{next(numbers)}", "quantity": 1,
-                           "unitPrice": "9.99"}], "paymentMethod": "CARD"})
 
         with shop_served(1, settings) as shop:
             app = psutil.Process(shop.pid)
             with httpx.Client(base_url=shop.url, timeout=10.0, trust_env=False) as client:
-                for title, send in [("sign-up", signup), ("order", order)]:
+                for title, write in [("sign-up", signup), ("order", order)]:
+                    def send(client: httpx.Client, write: Sender = write) -> httpx.Response:
+                        return write(client, next(numbers))
+
                     for _ in range(20):  # warm pools, caches, the broker connection
                         send(client)
                     latencies = []
