@@ -125,13 +125,18 @@ async def get_session(shop: ShopDep) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        try:
-            if session.in_transaction():
-                await run_in_threadpool(session.close)
-            else:
-                session.close()
-        except DBAPIError as exc:
-            log.warning("closing a request's session failed, connection dropped: %s", exc)
+        if session.in_transaction():
+            await run_in_threadpool(_close, session)
+        else:
+            _close(session)
+
+
+def _close(session: Session) -> None:
+    """Close a request's session; a failure is logged, not raised (see `get_session`)."""
+    try:
+        session.close()
+    except DBAPIError as exc:
+        log.warning("closing a request's session failed, connection dropped: %s", exc)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -242,24 +247,27 @@ def login(body: LoginRequest, request: Request, shop: ShopDep, session: SessionD
 
 
 @users_router.get("/api/users/{user_id}/profile", responses=error_responses(401, 404, 422))
-async def profile(
-    user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep, session: SessionDep
-) -> JSONResponse:
+async def profile(user_id: uuid.UUID, viewer: ViewerDep, shop: ShopDep) -> JSONResponse:
     # A coroutine: a cache hit is answered on the event loop (`Shop.cached_json`); only
-    # a miss goes to the thread pool, where the database is read.
+    # a miss goes to the thread pool, where the database is read. No SessionDep: a hit
+    # needs no session, and each dependency costs every request its solving.
     cached = await shop.cached_json(profile_key(user_id))
     if cached is not None:
         return JSONResponse(users.for_viewer(cached, viewer), headers={"X-Cache": "HIT"})
-    full = await run_in_threadpool(_profile_from_database, shop, session, user_id)
+    full = await run_in_threadpool(_profile_from_database, shop, user_id)
     return JSONResponse(users.for_viewer(full, viewer), headers={"X-Cache": "MISS"})
 
 
-def _profile_from_database(shop: Shop, session: Session, user_id: uuid.UUID) -> dict[str, Any]:
+def _profile_from_database(shop: Shop, user_id: uuid.UUID) -> dict[str, Any]:
     """The full profile built from PostgreSQL and left in the cache for the next read."""
-    user = session.get(User, user_id)
-    if user is None:
-        raise _not_found(user_id)
-    full = users.build_profile(session, user)
+    session = shop.sessions()
+    try:
+        user = session.get(User, user_id)
+        if user is None:
+            raise _not_found(user_id)
+        full = users.build_profile(session, user)
+    finally:
+        _close(session)
     shop.cache.set_json(profile_key(user_id), full, shop.settings.profile_cache_ttl_seconds)
     return full
 
