@@ -106,6 +106,9 @@ class Downstream:
         self.payment = httpx.Client(
             base_url=settings.payment_url, timeout=timeout, transport=transport
         )
+        # Each call's absolute URL, merged with its client's base URL on first use: given
+        # a path, httpx parses and merges it on every request.
+        self._urls: dict[tuple[httpx.Client, str], httpx.URL] = {}
 
     def close(self) -> None:
         self.inventory.close()
@@ -120,8 +123,11 @@ class Downstream:
         headers: dict[str, str] | None = None,
         accept: tuple[int, ...] = (200,),
     ) -> tuple[int, dict[str, Any]]:
+        url = self._urls.get((client, path))
+        if url is None:
+            url = self._urls[client, path] = client.build_request("POST", path).url
         try:
-            response = client.post(path, json=body, headers=headers)
+            response = client.post(url, json=body, headers=headers)
         except httpx.TimeoutException:
             raise DownstreamError(service, f"no answer to POST {path} within the timeout") from None
         except httpx.TransportError as exc:
@@ -291,6 +297,10 @@ _SETTLE = (
     .returning(_ORDERS.c.id)
 )
 _STATUS = select(_ORDERS.c.status).where(_ORDERS.c.id == bindparam("order_id"))
+# What a request with an Idempotency-Key reads first (usually finding nothing).
+_STORED = select(Order, func.extract("epoch", func.now() - Order.updated_at)).where(
+    Order.id == bindparam("order_id")
+)
 
 
 # How the saga writes an order's outcome: `write(change)` runs `change` in a transaction
@@ -445,11 +455,7 @@ def place_order(
 def _stored(factory: sessionmaker[Session], order_id: uuid.UUID) -> tuple[_Order, float] | None:
     """The stored order and how many seconds it has gone unchanged, by the database's clock."""
     with factory() as session:
-        row = session.execute(
-            select(Order, func.extract("epoch", func.now() - Order.updated_at)).where(
-                Order.id == order_id
-            )
-        ).first()
+        row = session.execute(_STORED, {"order_id": order_id}).first()
         return None if row is None else (_Order.of(row[0]), float(row[1]))
 
 
