@@ -33,7 +33,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -71,7 +71,7 @@ _INSERT_EVENT = insert(_OUTBOX)
 
 
 def insert_events(
-    session: Session,
+    session: Session | Connection,
     *,
     aggregate: str,
     aggregate_id: uuid.UUID | str,
@@ -80,7 +80,8 @@ def insert_events(
     payload: dict[str, Any],
 ) -> None:
     """`record_event` for each of `destinations`, as one INSERT run at once in the
-    session's transaction; rows alike in all but their id and destination.
+    transaction of `session` (a Session, or a Connection); rows alike in all but their
+    id and destination.
 
     For a hot path that never reads its events back (the order saga): no ORM object
     per row and no unit-of-work flush at commit. `record_event` stays for callers that
