@@ -33,7 +33,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -326,6 +326,9 @@ IdempotencyKey = Annotated[
     ),
 ]
 ORDER_IN_PROGRESS_RETRY_AFTER_S = 5
+# Built once: built per order, its construction and cache key cost 0.2 ms of CPU, a
+# third of the check (a statement memoizes its cache key).
+_USER_EXISTS = select(User.id).where(User.id == bindparam("user_id"))
 
 
 @orders_router.post(
@@ -348,7 +351,7 @@ def create_order(
     session: SessionDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    if session.scalar(select(User.id).where(User.id == viewer)) is None:
+    if session.scalar(_USER_EXISTS, {"user_id": viewer}) is None:
         raise ApiError(401, "UNAUTHORIZED", "the token's user no longer exists")
     session.close()  # the saga opens its own short transactions; hold no connection
     try:

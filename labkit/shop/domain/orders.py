@@ -63,21 +63,22 @@ import enum
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labkit.shop.data.models import Order, OrderItem, OrderStatus
 from labkit.shop.domain.schemas import OrderCreate
-from labkit.shop.infra.messaging import record_event
+from labkit.shop.infra.messaging import insert_events
 from labkit.shop.settings import ShopSettings
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,9 @@ class Downstream:
         self.payment = httpx.Client(
             base_url=settings.payment_url, timeout=timeout, transport=transport
         )
+        # Each call's absolute URL, merged with its client's base URL on first use: given
+        # a path, httpx parses and merges it on every request.
+        self._urls: dict[tuple[httpx.Client, str], httpx.URL] = {}
 
     def close(self) -> None:
         self.inventory.close()
@@ -120,8 +124,11 @@ class Downstream:
         headers: dict[str, str] | None = None,
         accept: tuple[int, ...] = (200,),
     ) -> tuple[int, dict[str, Any]]:
+        url = self._urls.get((client, path))
+        if url is None:
+            url = self._urls[client, path] = client.build_request("POST", path).url
         try:
-            response = client.post(path, json=body, headers=headers)
+            response = client.post(url, json=body, headers=headers)
         except httpx.TimeoutException:
             raise DownstreamError(service, f"no answer to POST {path} within the timeout") from None
         except httpx.TransportError as exc:
@@ -264,22 +271,71 @@ class _Order:
         return PlacedOrder(_OUTCOME_OF_STATUS[status], self.id, self.total)
 
 
+# The saga's writes, as Core statements on the tables, built once. Built per order through
+# the ORM, each cost its construction and cache key (memoized on a statement object, so
+# computed once here), the ORM's INSERT/UPDATE handling, and a unit-of-work flush for the
+# items and the event: a third of the saga's CPU (13.7 → 8.9 ms per order, thread CPU).
+_ORDERS = Order.metadata.tables[Order.__tablename__]
+_ORDER_ITEMS = OrderItem.metadata.tables[OrderItem.__tablename__]
+_INSERT_PENDING = (
+    pg_insert(_ORDERS)
+    .values(status=OrderStatus.PENDING.value, version=1)
+    .on_conflict_do_nothing(index_elements=[_ORDERS.c.id])
+    .returning(_ORDERS.c.id)
+)
+_INSERT_ITEMS = insert(_ORDER_ITEMS)
+_SETTLE = (
+    update(_ORDERS)
+    .where(
+        _ORDERS.c.id == bindparam("order_id"),
+        _ORDERS.c.status == OrderStatus.PENDING.value,
+    )
+    .values(
+        status=bindparam("new_status"),
+        payment_transaction_id=bindparam("transaction_id"),
+        version=_ORDERS.c.version + 1,
+    )
+    .returning(_ORDERS.c.id)
+)
+_STATUS = select(_ORDERS.c.status).where(_ORDERS.c.id == bindparam("order_id"))
+# What a request with an Idempotency-Key reads first (usually finding nothing).
+_STORED = select(Order, func.extract("epoch", func.now() - Order.updated_at)).where(
+    Order.id == bindparam("order_id")
+)
+
+
 # How the saga writes an order's outcome: `write(change)` runs `change` in a transaction
 # and returns what it returns. The API commits each write at once; the reconciler runs
-# them in the transaction that holds the order's lock.
-Write = Callable[[Callable[[Session], OrderStatus]], OrderStatus]
+# them in the transaction that holds the order's lock. The writes are Core statements,
+# so they run on a Connection: a Session around each only added CPU (0.7-1 ms an order).
+Write = Callable[[Callable[[Connection], OrderStatus]], OrderStatus]
+
+
+@contextmanager
+def _transaction(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """A transaction of its own on the database of `factory`'s sessions, committed at the
+    end of the block: on their engine itself when they are bound to one (the shop's
+    `session_factory`), else through a session, which knows its binds (a connection in
+    a test's transaction, an engine per table)."""
+    bind = factory.kw.get("bind")
+    if isinstance(bind, Engine):
+        with bind.begin() as connection:
+            yield connection
+    else:
+        with factory() as session, session.begin():
+            yield session.connection(bind_arguments={"mapper": Order})
 
 
 def _each_in_its_own_transaction(factory: sessionmaker[Session]) -> Write:
-    def write(change: Callable[[Session], OrderStatus]) -> OrderStatus:
-        with factory() as session, session.begin():
-            return change(session)
+    def write(change: Callable[[Connection], OrderStatus]) -> OrderStatus:
+        with _transaction(factory) as connection:
+            return change(connection)
 
     return write
 
 
 def _settle(
-    session: Session,
+    connection: Connection,
     order: _Order,
     status: OrderStatus,
     destinations: tuple[str, ...],
@@ -288,34 +344,26 @@ def _settle(
     """Move `order` out of PENDING to `status`, unless someone did first; the status now
     stored. Only the move that happens records ORDER_CREATED: one event per order and
     destination (the RabbitMQ queue, and the Kafka topic where the shop streams)."""
-    moved = session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.status == OrderStatus.PENDING.value)
-        .values(
-            status=status.value,
-            payment_transaction_id=transaction_id,
-            version=Order.version + 1,
-        )
-        .returning(Order.id)
-        .execution_options(synchronize_session=False)
+    moved = connection.execute(
+        _SETTLE,
+        {"order_id": order.id, "new_status": status.value, "transaction_id": transaction_id},
     ).first()
     if moved is None:
-        return OrderStatus(session.scalars(select(Order.status).where(Order.id == order.id)).one())
+        return OrderStatus(connection.scalars(_STATUS, {"order_id": order.id}).one())
     if status is OrderStatus.CONFIRMED:
-        for destination in destinations:
-            record_event(
-                session,
-                aggregate="order",
-                aggregate_id=order.id,
-                event_type="ORDER_CREATED",
-                destination=destination,
-                payload={
-                    "eventType": "ORDER_CREATED",
-                    "orderId": str(order.id),
-                    "userId": str(order.user_id),
-                    "totalAmount": str(order.total),
-                },
-            )
+        insert_events(
+            connection,
+            aggregate="order",
+            aggregate_id=order.id,
+            event_type="ORDER_CREATED",
+            destinations=destinations,
+            payload={
+                "eventType": "ORDER_CREATED",
+                "orderId": str(order.id),
+                "userId": str(order.user_id),
+                "totalAmount": str(order.total),
+            },
+        )
     return status
 
 
@@ -383,25 +431,23 @@ def place_order(
     if not downstream.check_stock(order.items):
         return PlacedOrder(Outcome.INVENTORY_UNAVAILABLE, None, order.total)
 
-    stored = factory()
-    with stored, stored.begin():
+    with _transaction(factory) as stored:
         inserted = stored.execute(
-            insert(Order)
-            .values(
-                id=order.id,
-                user_id=user_id,
-                status=OrderStatus.PENDING.value,
-                total_amount=order.total,
-                payment_method=order.method,
-                version=1,
-            )
-            .on_conflict_do_nothing(index_elements=[Order.id])
-            .returning(Order.id)
+            _INSERT_PENDING,
+            {
+                "id": order.id,
+                "user_id": user_id,
+                "total_amount": order.total,
+                "payment_method": order.method,
+            },
         ).first()
         if inserted is not None:
-            stored.add_all(
-                OrderItem(order_id=order.id, product_id=p, quantity=q, unit_price=price)
-                for p, q, price in lines
+            stored.execute(
+                _INSERT_ITEMS,
+                [
+                    {"order_id": order.id, "product_id": p, "quantity": q, "unit_price": price}
+                    for p, q, price in lines
+                ],
             )
     if inserted is None:  # a request with the same key stored it a moment ago
         known = _stored(factory, order.id)
@@ -425,11 +471,7 @@ def place_order(
 def _stored(factory: sessionmaker[Session], order_id: uuid.UUID) -> tuple[_Order, float] | None:
     """The stored order and how many seconds it has gone unchanged, by the database's clock."""
     with factory() as session:
-        row = session.execute(
-            select(Order, func.extract("epoch", func.now() - Order.updated_at)).where(
-                Order.id == order_id
-            )
-        ).first()
+        row = session.execute(_STORED, {"order_id": order_id}).first()
         return None if row is None else (_Order.of(row[0]), float(row[1]))
 
 
@@ -481,7 +523,9 @@ def reconcile_order(
         if row is None:
             return None
         order = _Order.of(row)
-        return _drive(lambda change: change(session), downstream, order, destinations)
+        return _drive(
+            lambda change: change(session.connection()), downstream, order, destinations
+        )
 
 
 def reconcile_orders(

@@ -19,6 +19,7 @@ The contracts are in `labkit.shop.domain.orders`.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -28,6 +29,44 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 Answer = tuple[int, dict[str, Any]]
+
+
+class _KeepAliveServer(ThreadingHTTPServer):
+    """A threading HTTP server that knows its open connections, to close them on stop.
+
+    The fakes speak HTTP/1.1, so a client keeps its connection between calls, as it
+    would with a real service: with HTTP/1.0 each of an order's three calls paid for a
+    new TCP connection, which the shop's CPU per order showed (benchmarks/shop_speed.py
+    --paths). Without this, a connection kept open would outlive `stop()` and still be
+    answered: a stopped fake must be unreachable.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Hang up on every client: each connection's thread then sees the end and exits."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed by its client meanwhile
 
 
 @dataclass(frozen=True)
@@ -51,7 +90,7 @@ class FakeService:
         # the caller's side effect is done and its reply not yet read.
         self.before_reply: Callable[[Call, Answer], None] | None = None
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _KeepAliveServer | None = None
 
     # -- what a test reads and sets ------------------------------------------------
 
@@ -84,7 +123,19 @@ class FakeService:
         service = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive; every answer below carries its Content-Length.
+            protocol_version = "HTTP/1.1"
+            # TCP_NODELAY: an answer goes out as two writes (headers, then body), and on a
+            # kept connection Nagle's algorithm held the body until the client's delayed
+            # ACK of the headers, 40 ms later (a saga of 3 calls took 105 ms, not 21).
+            disable_nagle_algorithm = True
+
             def do_POST(self) -> None:
+                if "Transfer-Encoding" in self.headers:
+                    # A body whose length this fake does not read (chunked): it is taken
+                    # as empty, as ever, and the connection closed after the answer, so
+                    # the unread body is never parsed as the next request.
+                    self.close_connection = True
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 try:
@@ -116,13 +167,14 @@ class FakeService:
                     self.end_headers()
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting (a timeout test): nothing to answer
+                    # The client gave up waiting (a timeout test): nothing to answer, and
+                    # nothing more will come on this connection.
+                    self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean; `calls` is the record
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _KeepAliveServer(("127.0.0.1", 0), Handler)
         threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name=f"fake-{self.name}", daemon=True
         ).start()
@@ -132,6 +184,7 @@ class FakeService:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_connections()
             self._server = None
 
     def __enter__(self) -> Self:
