@@ -289,6 +289,35 @@ def measure_hot_paths(rounds: int) -> list[str]:
     return lines
 
 
+def floors(seconds: float, shop_knee: pd.Series) -> list[str]:
+    """The knee per app core, one worker, of what the shop's cached read stands on: uvicorn
+    with a raw ASGI app, and FastAPI with the profile route's dependencies doing no work
+    (benchmarks/fastapi_floor.py), in the same run as the shop's."""
+    import fastapi_floor
+
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                         os.environ.get("PYTHONPATH")]))}
+    per_core = {}
+    for name, app, path, headers in [
+        ("uvicorn, a raw ASGI app", "labkit.load_demo:bare", "/", None),
+        ("FastAPI, the route's dependencies, no work", "fastapi_floor:app",
+         f"/api/users/{fastapi_floor.USER}/profile",
+         {"Authorization": f"Bearer {fastapi_floor.TOKEN}"}),
+    ]:
+        with load.serve_app(app, env=env, ready_path=path) as server:
+            sweep = load.sweep(server.url, path, workers=LEVELS[:5], duration_s=seconds,
+                               headers=headers, app_pid=server.pid)
+        knee = sweep.loc[load.find_knee(sweep)]
+        per_core[name] = knee["throughput_rps"] / knee["app_cores"]
+    shop = shop_knee["rps_per_app_core"]
+    fastapi = per_core["FastAPI, the route's dependencies, no work"]
+    share = (f"    the shop's cached read: {shop:,.0f} req/s per app core = "
+             f"{shop / fastapi:.2f} of FastAPI's floor for its route")
+    return ["what it stands on (1 worker, knee per app core, this run):"] + [
+        f"    {name}: {rps:,.0f} req/s per app core" for name, rps in per_core.items()
+    ] + [share]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per load level")
@@ -332,6 +361,7 @@ def main() -> None:
         lines.append(f"    2 workers / 1 worker: {ratio:.2f} x the throughput from {cores:.2f} x "
                      f"the app's cores: {ratio / cores:.2f} of linear scaling per core "
                      f"(machine busy {100 * knees[2]['machine_busy']:.0f}% at the 2 workers' knee)")
+    lines += floors(args.seconds, knees[args.workers[0]])
     # One request at a time, nothing queues: the app's CPU per request, which a busy
     # machine moves less than it moves the knee (where the app waits for a core).
     alone = sweeps[args.workers[0]].loc[1]
