@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -47,7 +47,9 @@ class Shop:
     downstream: Downstream
     jobs: BackgroundJobs
     # bound by `serving` to the loop that serves: (that loop, its cache reader)
-    _loop_cache: tuple[asyncio.AbstractEventLoop, LoopCache] | None = None
+    _loop_cache: tuple[asyncio.AbstractEventLoop, LoopCache] | None = field(
+        default=None, init=False, repr=False
+    )
 
     @classmethod
     def from_settings(cls, settings: ShopSettings) -> Shop:
