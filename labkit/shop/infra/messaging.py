@@ -275,8 +275,8 @@ class AmqpPublisher:
 
 
 # `publish_now`'s claim: one statement that locks the row and marks it published, built
-# once. Through the ORM (a SELECT of the row, then a flush of its change) the same claim
-# took twice the CPU of a sign-up's whole publish (py-spy, benchmarks/README.md).
+# once. Through the ORM (a SELECT of the row, then a flush of its change) a publish_now
+# took 4.3 ms of CPU, this way 2.0 ms (benchmarks/README.md, "Sign-up").
 _CLAIM_FOR_PUBLISHING = (
     update(OutboxEvent)
     .where(
